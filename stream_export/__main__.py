@@ -1,0 +1,3 @@
+from stream_export.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Command line: argparse -> ExportConfig -> pipeline, and exit codes. Imports no TensorFlow until it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from stream_export.config import ExportConfig
+from stream_export.errors import ConfigError, ExportError
+
+EXIT_CODES = """exit codes:
+  0   done (or already complete)        4   model file unusable
+  1   unexpected error (a bug: report)  5   output folder unusable (held open, read-only, full, ...)
+  2   bad options                       6   cannot resume as asked
+  3   bad input data or vocabulary      75  interrupted by SIGINT/SIGTERM: work committed, resume it
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stream-export", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES,
+        description="Export per-timestep hidden states of a Keras recurrent model over Parquet shards "
+                    "into an LSTMVis project folder, streaming, with resumable commits.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    e = sub.add_parser("export", help="export a corpus through a model into an LSTMVis project",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
+    e.add_argument("--model", required=True, help="Keras 3 model file (.keras)")
+    e.add_argument("--input", required=True, action="append", metavar="PATH",
+                   help="Parquet file, directory of them, or glob; repeatable. Shards go in sorted path order")
+    e.add_argument("--out", required=True, help="project folder to write (LSTMVis names the project after it)")
+    e.add_argument("--vocab", help="token file (line i = id i) or JSON token->id mapping / Keras Tokenizer "
+                                   "JSON; without it each id stands for itself")
+    e.add_argument("--tokens-column", default="tokens", help="list<int> column of token ids (default: tokens)")
+    e.add_argument("--label-column", help="column with each document's class (int id or name)")
+    e.add_argument("--label-names", help="comma-separated class names, index = class id")
+    e.add_argument("--id-column", help="column with each document's id, stored in meta.hdf5 documents/id")
+    e.add_argument("--max-len", type=int, help="timesteps per document (default: the model's fixed input length)")
+    e.add_argument("--padding", choices=("pre", "post"), default="pre", help="as pad_sequences (default: pre)")
+    e.add_argument("--truncating", choices=("pre", "post"), default="pre", help="as pad_sequences (default: pre)")
+    e.add_argument("--pad-value", type=int, default=0, help="token id used for padding (default: 0)")
+    e.add_argument("--layers", help="comma-separated recurrent layer names to export (default: all)")
+    e.add_argument("--batch-size", type=int, default=128, help="documents per batch (default: 128)")
+    e.add_argument("--commit-every", default="1000000", metavar="N|Ns",
+                   help="commit (flush and journal) every N rows, or every N seconds with an s suffix; "
+                        "both bounds apply: default 1000000 rows and at most 60 s")
+    e.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
+    e.add_argument("--resume", action="store_true", help="continue the export already in --out")
+    _common(e)
+
+    r = sub.add_parser("resume", help="continue an interrupted export with its saved config")
+    r.add_argument("out", help="the project folder of the interrupted export")
+    _common(r)
+
+    s = sub.add_parser("status", help="show how far an export got")
+    s.add_argument("out")
+    s.add_argument("--json", action="store_true", help="print the status as JSON")
+    return p
+
+
+def _common(p):
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--summary-json", metavar="FILE", help="also write the final summary as JSON to FILE")
+
+
+def _config(a) -> ExportConfig:
+    commit_rows, commit_seconds = 1_000_000, 60.0
+    spec = a.commit_every.strip()
+    try:
+        if spec.endswith("s"):
+            commit_seconds = float(spec[:-1])
+        else:
+            commit_rows = int(spec)
+    except ValueError:
+        raise ConfigError(f"--commit-every takes N (rows) or Ns (seconds); got {spec!r}") from None
+    split = lambda text: tuple(x.strip() for x in text.split(",")) if text is not None else None  # noqa: E731
+    absolute = lambda path: os.path.abspath(path) if path is not None else None  # noqa: E731
+    return ExportConfig(
+        model=absolute(a.model), inputs=tuple(absolute(i) for i in a.input), out=absolute(a.out),
+        vocab=absolute(a.vocab), tokens_column=a.tokens_column, label_column=a.label_column,
+        id_column=a.id_column, label_names=split(a.label_names), max_len=a.max_len, padding=a.padding,
+        truncating=a.truncating, pad_value=a.pad_value, layers=split(a.layers), batch_size=a.batch_size,
+        commit_rows=commit_rows, commit_seconds=commit_seconds)
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        if a.command == "status":
+            return _status(a.out, a.json)
+        from stream_export import pipeline
+
+        if a.command == "resume":
+            summary = pipeline.resume(os.path.abspath(a.out), quiet=a.quiet)
+        else:
+            summary = pipeline.export(_config(a), overwrite=a.overwrite, resume=a.resume, quiet=a.quiet)
+    except ExportError as e:
+        print(f"stream-export: error: {e}", file=sys.stderr)
+        return e.exit_code
+    if a.summary_json:
+        with open(a.summary_json, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=1)
+    if not a.quiet:
+        print(_describe(summary), file=sys.stderr)
+    return 0
+
+
+def _describe(s) -> str:
+    return (f"exported {s['documents']:,} documents, {s['rows']:,} rows ({s['tokens']:,} tokens, "
+            f"{s['truncated_documents']:,} documents truncated) of layers {', '.join(s['layers'])} "
+            f"in {s['seconds']:.1f} s ({s['rows_per_second'] or 0:,.0f} rows/s), "
+            f"{s['bytes'] / 2**20:,.1f} MiB in {s['out']}")
+
+
+def _status(out, as_json) -> int:
+    from stream_export import checkpoint
+
+    journal = checkpoint.load(out)
+    if journal is None:
+        print(f"stream-export: error: {out} holds no export", file=sys.stderr)
+        return 6
+    c, t = journal["committed"], journal["totals"]
+    info = {"out": out, "complete": journal["complete"], "resumable": not journal["complete"],
+            "committed_documents": c["documents"], "total_documents": t["documents"],
+            "committed_rows": c["rows"], "total_rows": t["rows"],
+            "percent": round(100 * c["rows"] / t["rows"], 2) if t["rows"] else 100.0,
+            "updated": journal.get("updated"), "config": journal["config"]}
+    if as_json:
+        print(json.dumps(info, indent=1))
+    else:
+        state = "complete" if info["complete"] else f"incomplete, resume with: stream-export resume {out}"
+        print(f"{out}: {state}\n  documents {c['documents']:,} / {t['documents']:,}\n"
+              f"  rows {c['rows']:,} / {t['rows']:,} ({info['percent']}%)\n  last commit {info['updated']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

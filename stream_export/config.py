@@ -1,0 +1,81 @@
+"""One frozen ExportConfig: what to export and how, validated, and round-tripped through the journal."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from stream_export.errors import ConfigError
+
+PADDING_CHOICES = ("pre", "post")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything that decides the content of an export. Two exports with equal configs, models and
+    inputs write identical files."""
+
+    model: str
+    """Path of the Keras model file (.keras)."""
+    inputs: tuple[str, ...]
+    """Parquet files, directories of them, or glob patterns, as the user gave them."""
+    out: str
+    """The project folder to write (LSTMVis names the project after its basename)."""
+    vocab: str | None = None
+    """Token file (line i = id i) or JSON token->id mapping; None means each id stands for itself."""
+    tokens_column: str = "tokens"
+    label_column: str | None = None
+    id_column: str | None = None
+    label_names: tuple[str, ...] | None = None
+    """Class names, index = class id; strings in the label column are looked up here."""
+    max_len: int | None = None
+    """Timesteps per document; None takes the model's fixed input length."""
+    padding: str = "pre"
+    truncating: str = "pre"
+    pad_value: int = 0
+    layers: tuple[str, ...] | None = None
+    """Names of the recurrent layers to export; None exports all of them."""
+    batch_size: int = 128
+    commit_rows: int = 1_000_000
+    """Commit (flush + journal) at least every this many rows ..."""
+    commit_seconds: float = 60.0
+    """... and at least every this many seconds."""
+
+    def __post_init__(self):
+        if not self.inputs:
+            raise ConfigError("no --input given: name at least one Parquet file, directory or glob")
+        for name in ("padding", "truncating"):
+            value = getattr(self, name)
+            if value not in PADDING_CHOICES:
+                raise ConfigError(f"--{name} must be one of {', '.join(PADDING_CHOICES)}; got {value!r}")
+        if self.max_len is not None and self.max_len < 1:
+            raise ConfigError(f"--max-len must be at least 1; got {self.max_len}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1; got {self.batch_size}")
+        if self.commit_rows < 1 or self.commit_seconds <= 0:
+            raise ConfigError("--commit-every must be positive")
+        if self.label_names is not None and self.label_column is None:
+            raise ConfigError("--label-names needs --label-column (the column holding each document's class)")
+        if self.layers is not None and not self.layers:
+            raise ConfigError("--layers is empty: name at least one recurrent layer")
+
+    @property
+    def name(self) -> str:
+        """The LSTMVis project name: the output folder's basename."""
+        return os.path.basename(os.path.normpath(self.out))
+
+    def replace(self, **changes) -> ExportConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExportConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys {sorted(unknown)}: written by a newer stream_export?")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

@@ -1,0 +1,63 @@
+"""Padded batches -> tf.data pipeline that runs the state model, so reading, prediction and writing overlap."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+class _Failure:
+    """Carries an exception out of the tf.data generator thread (tf.data would turn it into a string)."""
+
+    error: BaseException | None = None
+
+
+def state_batches(batches, state_model, max_len: int, with_labels: bool, with_ids: bool, prefetch: int = 2):
+    """Yield (Batch, [states per layer as float32 numpy]) for every Batch from the iterable `batches`.
+
+    The model runs inside the tf.data graph (a compiled function), so TensorFlow computes batch i+1 while
+    the caller writes batch i; at most `prefetch` batches of states are held in memory."""
+    import tensorflow as tf
+
+    from stream_export.reader import Batch
+
+    failure = _Failure()
+
+    def generate():
+        try:
+            for b in batches:
+                d = dataclasses.asdict(b)
+                d = {k: v for k, v in d.items() if v is not None}
+                if with_ids:
+                    d["doc_ids"] = d["doc_ids"].astype(str).astype(object)
+                yield d
+        except BaseException as e:  # re-raised by the consumer once the good batches are through
+            failure.error = e
+
+    spec = {
+        "first_doc": tf.TensorSpec((), tf.int64),
+        "tokens": tf.TensorSpec((None, max_len), tf.int32),
+        "lengths": tf.TensorSpec((None,), tf.int64),
+    }
+    if with_labels:
+        spec["labels"] = tf.TensorSpec((None,), tf.int32)
+    if with_ids:
+        spec["doc_ids"] = tf.TensorSpec((None,), tf.string)
+    input_dtype = state_model.inputs[0].dtype
+
+    def predict(d):
+        outputs = state_model(tf.cast(d["tokens"], input_dtype), training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return d, tuple(tf.cast(o, tf.float32) for o in outputs)
+
+    ds = tf.data.Dataset.from_generator(generate, output_signature=spec)
+    ds = ds.map(predict).prefetch(prefetch)
+    for d, states in ds:
+        d = {k: v.numpy() for k, v in d.items()}
+        d["first_doc"] = int(d["first_doc"])
+        if with_ids:
+            d["doc_ids"] = np.array([s.decode("utf-8") for s in d["doc_ids"]], dtype=object)
+        yield Batch(**{f.name: d.get(f.name) for f in dataclasses.fields(Batch)}), [s.numpy() for s in states]
+    if failure.error is not None:
+        raise failure.error
