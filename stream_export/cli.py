@@ -87,6 +87,7 @@ def _config(a) -> ExportConfig:
 
 def main(argv=None) -> int:
     a = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our output
     try:
         if a.command == "status":
             return _status(a.out, a.json)

@@ -118,7 +118,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", required=True, help="output / cache directory")
     ap.add_argument("--docs", type=int, default=None,
-                    help="use only the first N records (default: all)")
+                    help="use only N records, evenly spaced over the corpus so every "
+                         "class is present (default: all)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-len", type=int, default=60, help="model input length T")
     ap.add_argument("--vocab-size", type=int, default=5000,
@@ -145,10 +146,12 @@ def main(argv=None):
     os.makedirs(cache, exist_ok=True)
     t0 = time.time()
 
-    # 1. corpus, in file order (note: the first ~1.1k records are all "plot")
+    # 1. corpus, in file order (the first ~1.1k records are all "plot", so a
+    #    reduced run takes every k-th record rather than the first N)
     records = fetch_records(cache)
-    if args.docs is not None:
-        records = records[: args.docs]
+    if args.docs is not None and args.docs < len(records):
+        step = len(records) / args.docs
+        records = [records[int(i * step)] for i in range(args.docs)]
 
     # 2. tokens and vocabulary (built from the selected records only)
     token_lists = [tokenize(r["text"]) for r in records]
