@@ -12,7 +12,7 @@ import numpy as np
 
 from stream_export import checkpoint
 from stream_export.config import ExportConfig
-from stream_export.errors import ConfigError, ExportError, Interrupted, OutputError, ResumeError, VocabError
+from stream_export.errors import ConfigError, Interrupted, OutputError, ResumeError, VocabError
 from stream_export.reader import Columns, iter_batches, locate, open_shards, resolve_inputs
 from stream_export.vocab import PAD_TOKEN, load_vocab, write_dict
 from stream_export.writer import FILES, ProjectWriter, write_lstm_yml
@@ -22,7 +22,8 @@ OUR_FILES = (*FILES.values(), "lstm.yml", checkpoint.JOURNAL)
 
 def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = False, quiet: bool = False,
            log=None) -> dict:
-    """Run (or with resume=True, continue) the export described by config; return the summary."""
+    """Run the export described by config and return its summary. With resume=True, continue the export
+    already in config.out (or start it, when the folder holds none)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     started = time.monotonic()
     columns = Columns(config.tokens_column, config.label_column, config.id_column, config.label_names)
@@ -46,54 +47,45 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
         raise OutputError(f"output folder {out} cannot be created: {e}") from e
     with checkpoint.FolderLock(out):
         journal = checkpoint.load(out)
-        if resume:
-            if journal is None:
-                raise ResumeError(f"{out} holds no export to resume; start one with `stream-export export`")
+        if resume and journal is not None:
             _check_compatible(journal, config, fingerprints)
             if journal["complete"]:
                 log(f"{out} is already complete ({journal['committed']['documents']} documents); nothing to do")
                 return journal["summary"]
+            log(f"resuming {out} at document {journal['committed']['documents']:,} of {total_docs:,}")
         else:
-            _clear(out, journal, overwrite)
+            if not resume:
+                _clear(out, journal, overwrite)
             journal = {"config": config.to_dict(), "fingerprints": fingerprints, "complete": False,
                        "max_len": max_len, "layers": [vars(l) for l in layers],
                        "totals": {"documents": total_docs, "rows": total_docs * max_len},
                        "committed": {"documents": 0, "rows": 0, "tokens": 0, "truncated": 0}}
+            _save(out, journal)
+        committed = journal["committed"]["documents"]
         layer_sets = [(f"states{k}", l.units) for k, l in enumerate(layers, 1)]
+        _warn_if_short_of_space(out, layer_sets, journal, log)
+        # Nothing committed means nothing to keep: (re)create the files, whatever a kill left of them.
+        writer = ProjectWriter(out, layer_sets, max_len, labels=config.label_column is not None,
+                               doc_ids=config.id_column is not None, create=committed == 0)
         try:
-            writer = ProjectWriter(out, layer_sets, max_len, labels=config.label_column is not None,
-                                   doc_ids=config.id_column is not None, create=not resume)
-        except BaseException:
-            if created and not resume:
-                shutil.rmtree(out, ignore_errors=True)
-            raise
-        try:
-            if resume:
-                writer.truncate(journal["committed"]["documents"])
-            else:
-                checkpoint.save(out, journal)  # files exist and are flushed before the first batch
-            run = _Run(config, journal, writer, out, quiet, log)
+            writer.truncate(committed)
             batches = iter_batches(shards, columns, max_len, config.batch_size, padding=config.padding,
                                    truncating=config.truncating, pad_value=config.pad_value,
-                                   start_doc=journal["committed"]["documents"],
-                                   max_token=modelmod.max_token_id(model))
+                                   start_doc=committed, max_token=modelmod.max_token_id(model))
             if vocab is not None:
                 batches = _check_vocab(batches, vocab, config.pad_value, shards, config)
-            run.loop(batches, state_model, with_labels=columns.label is not None,
-                     with_ids=columns.doc_id is not None)
+            _Run(config, journal, writer, shards, quiet, log).loop(
+                batches, state_model, with_labels=columns.label is not None, with_ids=columns.doc_id is not None)
             writer.close()
+            _pause_for_tests("finish")
             _finish(out, config, journal, vocab, [n for n, _ in layer_sets])
-        except Interrupted:
-            raise
-        except Exception:
+        except Exception as e:
             writer.close()
-            if not resume and journal["committed"]["documents"] == 0:  # a fresh export leaves nothing
-                _remove_ours(out, remove_folder=created)
+            if journal["committed"]["documents"] == 0 and not isinstance(e, Interrupted):
+                _remove_ours(out, remove_folder=created)  # a failed fresh export leaves nothing behind
             raise
-        finally:
-            writer.close()
-    journal["summary"] = _summary(out, journal, time.monotonic() - started)
-    checkpoint.save(out, journal)
+        journal["summary"] = _summary(out, journal, time.monotonic() - started)
+        _save(out, journal)
     return journal["summary"]
 
 
@@ -103,6 +95,30 @@ def resume(out: str, **kwargs) -> dict:
     if journal is None:
         raise ResumeError(f"{out} holds no export to resume (no {checkpoint.JOURNAL})")
     return export(ExportConfig.from_dict(journal["config"]).replace(out=out), resume=True, **kwargs)
+
+
+def _save(out, journal):
+    try:
+        checkpoint.save(out, journal)
+    except OSError as e:
+        raise OutputError(f"saving the journal in {out} failed: {e}; the previous commit is intact, resume "
+                          "once the cause (disk full?) is fixed") from e
+
+
+def _warn_if_short_of_space(out, layer_sets, journal, log):
+    row_bytes = 4 * sum(cells for _, cells in layer_sets) + 4 + 8 + 4  # states, words, doc, label
+    rows_left = journal["totals"]["rows"] - journal["committed"]["rows"]
+    need, free = rows_left * row_bytes, shutil.disk_usage(out).free
+    if need > free:
+        log(f"warning: the export needs about {need / 2**30:,.2f} GiB more but {out} has "
+            f"{free / 2**30:,.2f} GiB free; it will stop when the disk is full and can be resumed then")
+
+
+def _pause_for_tests(step):
+    """Sleep at a named step when STREAM_EXPORT_PAUSE_AT=step:seconds, so crash tests can kill there."""
+    at, _, seconds = os.environ.get("STREAM_EXPORT_PAUSE_AT", "").partition(":")
+    if at == step:
+        time.sleep(float(seconds))
 
 
 def _max_len(config, fixed):
@@ -175,19 +191,18 @@ def _check_vocab(batches, vocab, pad_value, shards, config):
 class _Run:
     """The export loop's state: counters, commits, progress and signal handling."""
 
-    def __init__(self, config, journal, writer, out, quiet, log):
-        self.config, self.journal, self.writer, self.out, self.log = config, journal, writer, out, log
-        self.quiet = quiet
+    def __init__(self, config, journal, writer, shards, quiet, log):
+        self.config, self.journal, self.writer, self.shards = config, journal, writer, shards
+        self.out, self.quiet, self.log = config.out, quiet, log
         self.stop_signal = None
 
     def loop(self, batches, state_model, with_labels, with_ids):
         from stream_export.tfdata import state_batches
 
-        committed = self.journal["committed"]
-        done = dict(committed)
+        done = dict(self.journal["committed"])
         max_len = self.journal["max_len"]
         progress = _Progress(self.journal["totals"]["rows"], done["rows"], self.quiet, self.log)
-        last_commit_rows, last_commit_time = done["rows"], time.monotonic()
+        last_rows, last_time = done["rows"], time.monotonic()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             for batch, states in state_batches(batches, state_model, max_len, with_labels, with_ids):
@@ -198,14 +213,15 @@ class _Run:
                 done["tokens"] += int(np.minimum(batch.lengths, max_len).sum())
                 done["truncated"] += int((batch.lengths > max_len).sum())
                 progress.update(n * max_len)
-                if (self.stop_signal or done["rows"] - last_commit_rows >= self.config.commit_rows
-                        or time.monotonic() - last_commit_time >= self.config.commit_seconds):
+                _pause_for_tests("batch")
+                if (self.stop_signal or done["rows"] - last_rows >= self.config.commit_rows
+                        or time.monotonic() - last_time >= self.config.commit_seconds):
                     self.commit(done)
-                    last_commit_rows, last_commit_time = done["rows"], time.monotonic()
+                    last_rows, last_time = done["rows"], time.monotonic()
                 if self.stop_signal:
                     raise Interrupted(f"stopped by {signal.Signals(self.stop_signal).name} after committing "
-                                      f"{done['documents']} of {self.journal['totals']['documents']} documents; "
-                                      f"continue with: stream-export resume {self.out}")
+                                      f"{done['documents']:,} of {self.journal['totals']['documents']:,} "
+                                      f"documents; continue with: stream-export resume {self.out}")
             self.commit(done)
         finally:
             for s, handler in previous.items():
@@ -213,16 +229,24 @@ class _Run:
             progress.close()
 
     def commit(self, done):
-        self.writer.flush()
-        self.journal["committed"] = dict(done)
-        checkpoint.save(self.out, self.journal)
+        """Make everything written so far durable: flush the HDF5 files, then replace the journal."""
+        try:
+            self.writer.flush()
+        except OSError as e:
+            raise OutputError(f"flushing the HDF5 files in {self.out} failed: {e}; the previous commit is "
+                              "intact, resume once the cause (disk full?) is fixed") from e
+        position = locate(self.shards, done["documents"]) if done["documents"] < self.journal["totals"]["documents"] else None
+        self.journal["committed"] = dict(done, next_shard=position[0] if position else None,
+                                         next_row=position[1] if position else None)
+        _save(self.out, self.journal)
 
     def _on_signal(self, signum, frame):
         if self.stop_signal is not None and signum == signal.SIGINT:
             sys.stderr.write("\nsecond SIGINT: aborting now; the last commit is intact\n")
             os._exit(130)
         self.stop_signal = signum
-        self.log(f"{signal.Signals(signum).name} received: committing and stopping after this batch")
+        self.log(f"{signal.Signals(signum).name} received: committing and stopping after this batch "
+                 "(SIGINT again aborts at once)")
 
 
 def _finish(out, config, journal, vocab, layer_names):

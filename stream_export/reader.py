@@ -217,22 +217,21 @@ def _convert(shard, first_row, rb, columns, max_len, padding, truncating, pad_va
     if columns.doc_id is not None:
         col = rb.column(columns.doc_id)
         doc_ids = np.array(pc.cast(col, pa.string()).to_pylist(), dtype=object)
-    return padded, np.diff(offsets), labels, doc_ids
+    return padded, np.diff(offsets).astype(np.int64), labels, doc_ids
 
 
 def _check_ids(shard, first_row, values, offsets, column, max_token):
     if not len(values):
         return
-    bad = values < 0
-    if max_token is not None:
-        bad |= values > max_token
+    limit = max_token if max_token is not None else np.iinfo(np.int32).max  # words are stored as int32
+    bad = (values < 0) | (values > limit)
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
         row = int(np.searchsorted(offsets, pos, side="right")) - 1
-        allowed = f"0..{max_token}" if max_token is not None else "non-negative"
+        allowed = f"0..{limit}" + (" (the model's embedding size)" if max_token is not None else " (int32)")
         raise InputError(f"shard {shard.path}, row {first_row + row}, position {pos - offsets[row]}: "
-                         f"token id {values[pos]} in column {column!r} is outside {allowed} "
-                         "(the model's embedding size); fix the tokenisation or the vocabulary")
+                         f"token id {values[pos]} in column {column!r} is outside {allowed}; "
+                         "fix the tokenisation or the vocabulary")
 
 
 def _labels(shard, first_row, col, columns: Columns) -> np.ndarray:

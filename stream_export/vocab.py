@@ -56,8 +56,15 @@ def load_vocab(path: str) -> dict[int, str]:
         raise VocabError(f"vocabulary {path} cannot be read: {e}") from e
     except UnicodeDecodeError as e:
         raise VocabError(f"vocabulary {path} is not UTF-8 text ({e}); re-save it as UTF-8") from e
-    if path.endswith(".json") or text.lstrip().startswith("{"):
+    if path.endswith(".json"):
         return _from_json(path, text)
+    if text.lstrip().startswith("{"):  # JSON saved under another name, or a text vocab starting with "{"
+        try:
+            json.loads(text)
+        except ValueError:
+            pass
+        else:
+            return _from_json(path, text)
     # splitlines() would also split on U+2028 and friends, which may be part of a token.
     lines = text.split("\n")
     if lines and lines[-1] == "":
