@@ -96,9 +96,14 @@ def main(argv=None) -> int:
         if a.command == "resume":
             summary = pipeline.resume(os.path.abspath(a.out), quiet=a.quiet)
         else:
+            if a.overwrite and a.resume:
+                raise ConfigError("--overwrite and --resume contradict each other: choose one")
             summary = pipeline.export(_config(a), overwrite=a.overwrite, resume=a.resume, quiet=a.quiet)
     except ExportError as e:
         print(f"stream-export: error: {e}", file=sys.stderr)
+        if getattr(e, "hdf5_broken", False) and argv is None:  # the HDF5 library cannot be shut down
+            sys.stderr.flush()                                  # cleanly after a failed write
+            os._exit(e.exit_code)
         return e.exit_code
     if a.summary_json:
         with open(a.summary_json, "w", encoding="utf-8") as f:

@@ -15,7 +15,7 @@ from stream_export.config import ExportConfig
 from stream_export.errors import ConfigError, Interrupted, OutputError, ResumeError, VocabError
 from stream_export.reader import Columns, iter_batches, locate, open_shards, resolve_inputs
 from stream_export.vocab import PAD_TOKEN, load_vocab, write_dict
-from stream_export.writer import FILES, ProjectWriter, write_lstm_yml
+from stream_export.writer import FILES, DiskFull, ProjectWriter, write_lstm_yml
 
 OUR_FILES = (*FILES.values(), "lstm.yml", checkpoint.JOURNAL)
 
@@ -80,7 +80,7 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
             _pause_for_tests("finish")
             _finish(out, config, journal, vocab, [n for n, _ in layer_sets])
         except Exception as e:
-            writer.close()
+            writer.close(check=False)
             if journal["committed"]["documents"] == 0 and not isinstance(e, Interrupted):
                 _remove_ours(out, remove_folder=created)  # a failed fresh export leaves nothing behind
             raise
@@ -206,7 +206,11 @@ class _Run:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             for batch, states in state_batches(batches, state_model, max_len, with_labels, with_ids):
-                self.writer.append(batch, states)
+                try:
+                    self.writer.append(batch, states)
+                except DiskFull:
+                    self.commit(done)  # keep what fits; the flush needs far less than the margin
+                    raise
                 n = len(batch.tokens)
                 done["documents"] += n
                 done["rows"] += n * max_len
@@ -230,11 +234,7 @@ class _Run:
 
     def commit(self, done):
         """Make everything written so far durable: flush the HDF5 files, then replace the journal."""
-        try:
-            self.writer.flush()
-        except OSError as e:
-            raise OutputError(f"flushing the HDF5 files in {self.out} failed: {e}; the previous commit is "
-                              "intact, resume once the cause (disk full?) is fixed") from e
+        self.writer.flush()
         position = locate(self.shards, done["documents"]) if done["documents"] < self.journal["totals"]["documents"] else None
         self.journal["committed"] = dict(done, next_shard=position[0] if position else None,
                                          next_row=position[1] if position else None)

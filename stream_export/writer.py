@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 
 import numpy as np
 
@@ -70,6 +71,7 @@ class ProjectWriter:
                 raise InputError(f"document {doc}: layer {name} produced NaN or Inf; nothing of it was "
                                  "written (check the model's weights and the document's tokens)")
         start, stop = self.rows, self.rows + n * t
+        self._check_space(start, stop, n, batch.doc_ids)
         doc_index = np.arange(batch.first_doc, batch.first_doc + n, dtype=np.int64)
         values = [s.reshape(n * t, -1) for s in states] + [batch.tokens.reshape(-1)]
         if batch.labels is not None:
@@ -84,9 +86,26 @@ class ProjectWriter:
             for ds, v in zip(self.doc_sets, per_doc):
                 ds.resize(d0 + n, axis=0)
                 ds[d0:d0 + n] = v
-        except OSError as e:
-            raise OutputError(f"writing rows {start}..{stop} to {self.out} failed: {e}; the last commit is "
-                              "intact, resume once the cause (disk full?) is fixed") from e
+        except (OSError, RuntimeError) as e:  # h5py raises RuntimeError for some failed writes
+            raise _io_error(f"writing rows {start}..{stop} to {self.out}", e) from e
+
+    def _check_space(self, start, stop, n, doc_ids):
+        """Stop before HDF5 meets a full disk: after a failed write its library state is broken (a later
+        close or garbage collection can crash the process), so never let it get there from our writes.
+        Counts the chunks the batch allocates (HDF5 allocates whole chunks) plus a margin for metadata."""
+        d0 = self.doc_sets[0].shape[0]
+        spans = [(ds, start, stop) for ds in self.row_sets] + [(ds, d0, d0 + n) for ds in self.doc_sets]
+        need = 1 << 20
+        for ds, a, b in spans:
+            rows = ds.chunks[0]
+            chunk_bytes = rows * ds.dtype.itemsize * int(np.prod(ds.chunks[1:], dtype=np.int64))
+            need += (-(-b // rows) - -(-a // rows)) * chunk_bytes
+        if doc_ids is not None:
+            need += sum(len(s.encode()) + 16 for s in doc_ids)
+        free = shutil.disk_usage(self.out).free
+        if free < need:
+            raise DiskFull(f"disk full: {self.out} has {free / 2**20:,.1f} MiB free and the next batch needs "
+                           f"about {need / 2**20:,.1f} MiB; free some space and resume")
 
     def truncate(self, docs: int):
         """Cut every dataset back to `docs` documents (rows written after the last commit are dropped)."""
@@ -96,13 +115,35 @@ class ProjectWriter:
             ds.resize(docs, axis=0)
 
     def flush(self):
-        for f in self.files.values():
-            f.flush()
+        try:
+            for f in self.files.values():
+                f.flush()
+        except (OSError, RuntimeError) as e:
+            raise _io_error(f"flushing the HDF5 files in {self.out}", e) from e
 
-    def close(self):
-        for f in self.files.values():
-            f.close()
-        self.files = {}
+    def close(self, check: bool = True):
+        """Close every file; with check=False (cleaning up after another error) failures are ignored."""
+        files, self.files = self.files, {}
+        self.row_sets = self.doc_sets = []  # dataset handles must not outlive their files
+        error = None
+        for f in files.values():
+            try:
+                f.close()
+            except (OSError, RuntimeError) as e:
+                error = error or e
+        if error is not None and check:
+            raise _io_error(f"closing the HDF5 files in {self.out}", error) from error
+
+
+class DiskFull(OutputError):
+    """Too little space for the next batch; nothing of it was written."""
+
+
+def _io_error(what, e) -> OutputError:
+    error = OutputError(f"{what} failed: {e}; the last commit is intact, resume once the cause "
+                        "(disk full?) is fixed")
+    error.hdf5_broken = True  # see _check_space: the process should exit without touching HDF5 again
+    return error
 
 
 def _open(path, mode):
