@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="show how far an export got")
     s.add_argument("out")
     s.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    i = sub.add_parser("inspect", help="describe a project: datasets, documents, layers, labels, config, state")
+    i.add_argument("out")
+    i.add_argument("--json", action="store_true", help="print the description as JSON")
     return p
 
 
@@ -91,6 +95,8 @@ def main(argv=None) -> int:
     try:
         if a.command == "status":
             return _status(a.out, a.json)
+        if a.command in _TOOLS:
+            return _TOOLS[a.command](a)
         from stream_export import pipeline
 
         if a.command == "resume":
@@ -135,6 +141,17 @@ def _status(out, as_json) -> int:
         print(f"{out}: {state}\n  documents {c['documents']:,} / {t['documents']:,}\n"
               f"  rows {c['rows']:,} / {t['rows']:,} ({info['percent']}%)\n  last commit {info['updated']}")
     return 0
+
+
+def _inspect(a) -> int:
+    from stream_export.inspection import describe, inspect
+
+    info = inspect(a.out)
+    print(json.dumps(info, indent=1) if a.json else describe(info))
+    return 0
+
+
+_TOOLS = {"inspect": _inspect}
 
 
 if __name__ == "__main__":
