@@ -14,7 +14,8 @@ EXIT_CODES = """exit codes:
   0   done (or already complete)        4   model file unusable
   1   unexpected error (a bug: report)  5   output folder unusable (held open, read-only, full, ...)
   2   bad options                       6   cannot resume as asked
-  3   bad input data or vocabulary      75  interrupted by SIGINT/SIGTERM: work committed, resume it
+  3   bad input data or vocabulary      7   verify found problems (listed)
+                                        75  interrupted by SIGINT/SIGTERM: work committed, resume it
 """
 
 
@@ -61,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="describe a project: datasets, documents, layers, labels, config, state")
     i.add_argument("out")
     i.add_argument("--json", action="store_true", help="print the description as JSON")
+
+    v = sub.add_parser("verify", help="check a project against LSTMVis's rules and re-run the model on a sample",
+                       description="Check every LSTMVis invariant (lstm.yml references, lengths, dict lines, "
+                                   "finite values, unwritten rows, virtual-dataset parts) and re-run the model "
+                                   "on K seeded random documents; exit 7 with the findings if any.")
+    v.add_argument("out")
+    v.add_argument("--sample", type=int, default=20, metavar="K",
+                   help="documents to re-run through the model (default: 20; 0: structure only)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the document sample (default: 0)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
 
@@ -151,7 +162,22 @@ def _inspect(a) -> int:
     return 0
 
 
-_TOOLS = {"inspect": _inspect}
+def _verify(a) -> int:
+    from stream_export.verify import verify
+
+    report = verify(a.out, sample=a.sample, seed=a.seed)
+    if a.json:
+        print(json.dumps(report, indent=1))
+    else:
+        for f in report["findings"]:
+            print(f"[{f['code']}] {f['where']}: {f['message']}")
+        errors = ", ".join(f"{k} {v:.2g}" for k, v in report["max_abs_error"].items())
+        print(f"{a.out}: " + ("OK" if report["ok"] else f"{len(report['findings'])} problem(s)") +
+              (f"; re-ran {len(report['sampled_documents'])} documents, max abs error {errors}" if errors else ""))
+    return 0 if report["ok"] else 7
+
+
+_TOOLS = {"inspect": _inspect, "verify": _verify}
 
 
 if __name__ == "__main__":
