@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="documents to re-run through the model (default: 20; 0: structure only)")
     v.add_argument("--seed", type=int, default=0, help="seed of the document sample (default: 0)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    w = sub.add_parser("preview", help="draw one document's states as a PNG heatmap (needs matplotlib)")
+    w.add_argument("out")
+    w.add_argument("--doc", type=int, required=True, metavar="N", help="document index (0-based)")
+    w.add_argument("--layer", default="1", help="layer number or state dataset path, e.g. states2 (default: 1)")
+    w.add_argument("--cells", help="cells to show, e.g. 0-15,40 (default: all)")
+    w.add_argument("--padding", action="store_true", help="also show the padding timesteps")
+    w.add_argument("--raw", action="store_true", help="colour the state itself, not tanh(state) as LSTMVis does")
+    w.add_argument("--png", required=True, metavar="FILE", help="the picture to write")
     return p
 
 
@@ -177,7 +186,17 @@ def _verify(a) -> int:
     return 0 if report["ok"] else 7
 
 
-_TOOLS = {"inspect": _inspect, "verify": _verify}
+def _preview(a) -> int:
+    from stream_export.preview import preview
+
+    drawn = preview(a.out, a.doc, a.png, layer=a.layer, cells=a.cells, padding=a.padding,
+                    transform="none" if a.raw else "tanh")
+    print(f"wrote {drawn['png']} ({drawn['width']}x{drawn['height']} px): {drawn['dataset']}, "
+          f"{len(drawn['steps'])} timesteps x {len(drawn['cells'])} cells", file=sys.stderr)
+    return 0
+
+
+_TOOLS = {"inspect": _inspect, "verify": _verify, "preview": _preview}
 
 
 if __name__ == "__main__":
