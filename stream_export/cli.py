@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
                         "both bounds apply: default 1000000 rows and at most 60 s")
     e.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
     e.add_argument("--resume", action="store_true", help="continue the export already in --out")
+    e.add_argument("--sample-docs", type=int, default=0, metavar="K",
+                   help="also write a project of K randomly sampled documents to OUT_sample, small enough "
+                        "for LSTMVis's pattern search (default: none)")
+    e.add_argument("--sample-seed", type=int, default=0, help="seed of --sample-docs' choice (default: 0)")
     _common(e)
 
     r = sub.add_parser("resume", help="continue an interrupted export with its saved config")
@@ -81,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--padding", action="store_true", help="also show the padding timesteps")
     w.add_argument("--raw", action="store_true", help="colour the state itself, not tanh(state) as LSTMVis does")
     w.add_argument("--png", required=True, metavar="FILE", help="the picture to write")
+
+    m = sub.add_parser("sample", help="write a project of K sampled documents of a finished export beside it")
+    m.add_argument("out")
+    m.add_argument("--docs", type=int, required=True, metavar="K", help="documents to sample")
+    m.add_argument("--seed", type=int, default=0, help="seed of the choice (default: 0)")
+    m.add_argument("--to", metavar="DIR", help="the sample folder (default: OUT_sample)")
     return p
 
 
@@ -106,7 +116,8 @@ def _config(a) -> ExportConfig:
         vocab=absolute(a.vocab), tokens_column=a.tokens_column, label_column=a.label_column,
         id_column=a.id_column, label_names=split(a.label_names), max_len=a.max_len, padding=a.padding,
         truncating=a.truncating, pad_value=a.pad_value, layers=split(a.layers), batch_size=a.batch_size,
-        commit_rows=commit_rows, commit_seconds=commit_seconds)
+        commit_rows=commit_rows, commit_seconds=commit_seconds, sample_docs=a.sample_docs,
+        sample_seed=a.sample_seed)
 
 
 def main(argv=None) -> int:
@@ -196,7 +207,15 @@ def _preview(a) -> int:
     return 0
 
 
-_TOOLS = {"inspect": _inspect, "verify": _verify, "preview": _preview}
+def _sample(a) -> int:
+    from stream_export.sample import write_sample
+
+    done = write_sample(a.out, a.docs, a.seed, dest=a.to, log=lambda m: print(m, file=sys.stderr))
+    print(f"wrote {done['documents']} documents ({done['rows']:,} rows) to {done['out']}", file=sys.stderr)
+    return 0
+
+
+_TOOLS = {"inspect": _inspect, "verify": _verify, "preview": _preview, "sample": _sample}
 
 
 if __name__ == "__main__":

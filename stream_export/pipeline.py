@@ -94,6 +94,11 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
             writer.close()
     journal["summary"] = _summary(out, journal, time.monotonic() - started)
     checkpoint.save(out, journal)
+    if config.sample_docs:  # cut from the finished files: no second model run
+        from stream_export.sample import write_sample
+
+        journal["summary"]["sample"] = write_sample(out, config.sample_docs, config.sample_seed, log=log)["out"]
+        checkpoint.save(out, journal)
     return journal["summary"]
 
 
