@@ -141,7 +141,7 @@ def _remove_ours(out, remove_folder):
 
 
 def _check_compatible(journal, config, fingerprints):
-    saved = journal["config"]
+    saved = ExportConfig.from_dict(journal["config"]).to_dict()  # keys added since then get their defaults
     now = config.to_dict()
     changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(now) if saved.get(k) != now.get(k)
                and k != "out"]

@@ -57,3 +57,16 @@ def test_sample_command_is_reproducible_and_replaces_only_samples(exported, tmp_
     assert (other / "notes.txt").read_text() == "mine"
     assert main(["sample", out, "--docs", "2", "--to", str(tmp_path / "x" / "proj")]) == 5
     assert "same basename" in capsys.readouterr().err
+
+
+def test_journal_from_before_the_sample_options_still_resumes(exported, tmp_path):
+    """Options added later (here --sample-docs/--sample-seed) take their defaults for an older journal."""
+    import json
+    import shutil
+
+    out = shutil.copytree(exported["out"], tmp_path / "old")
+    journal = json.loads((out / "export.json").read_text())
+    for key in ("sample_docs", "sample_seed"):
+        del journal["config"][key]
+    (out / "export.json").write_text(json.dumps(journal))
+    assert main(["resume", str(out), "--quiet"]) == 0  # complete already: nothing to do, but not refused
