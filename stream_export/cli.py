@@ -14,7 +14,8 @@ EXIT_CODES = """exit codes:
   0   done (or already complete)        4   model file unusable
   1   unexpected error (a bug: report)  5   output folder unusable (held open, read-only, full, ...)
   2   bad options                       6   cannot resume as asked
-  3   bad input data or vocabulary      75  interrupted by SIGINT/SIGTERM: work committed, resume it
+  3   bad input data or vocabulary      7   verify found problems (listed)
+                                        75  interrupted by SIGINT/SIGTERM: work committed, resume it
 """
 
 
@@ -48,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
                         "both bounds apply: default 1000000 rows and at most 60 s")
     e.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
     e.add_argument("--resume", action="store_true", help="continue the export already in --out")
+    e.add_argument("--sample-docs", type=int, default=0, metavar="K",
+                   help="also write a project of K randomly sampled documents to OUT_sample, small enough "
+                        "for LSTMVis's pattern search (default: none)")
+    e.add_argument("--sample-seed", type=int, default=0, help="seed of --sample-docs' choice (default: 0)")
     _common(e)
 
     r = sub.add_parser("resume", help="continue an interrupted export with its saved config")
@@ -57,6 +62,35 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="show how far an export got")
     s.add_argument("out")
     s.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    i = sub.add_parser("inspect", help="describe a project: datasets, documents, layers, labels, config, state")
+    i.add_argument("out")
+    i.add_argument("--json", action="store_true", help="print the description as JSON")
+
+    v = sub.add_parser("verify", help="check a project against LSTMVis's rules and re-run the model on a sample",
+                       description="Check every LSTMVis invariant (lstm.yml references, lengths, dict lines, "
+                                   "finite values, unwritten rows, virtual-dataset parts) and re-run the model "
+                                   "on K seeded random documents; exit 7 with the findings if any.")
+    v.add_argument("out")
+    v.add_argument("--sample", type=int, default=20, metavar="K",
+                   help="documents to re-run through the model (default: 20; 0: structure only)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the document sample (default: 0)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    w = sub.add_parser("preview", help="draw one document's states as a PNG heatmap (needs matplotlib)")
+    w.add_argument("out")
+    w.add_argument("--doc", type=int, required=True, metavar="N", help="document index (0-based)")
+    w.add_argument("--layer", default="1", help="layer number or state dataset path, e.g. states2 (default: 1)")
+    w.add_argument("--cells", help="cells to show, e.g. 0-15,40 (default: all)")
+    w.add_argument("--padding", action="store_true", help="also show the padding timesteps")
+    w.add_argument("--raw", action="store_true", help="colour the state itself, not tanh(state) as LSTMVis does")
+    w.add_argument("--png", required=True, metavar="FILE", help="the picture to write")
+
+    m = sub.add_parser("sample", help="write a project of K sampled documents of a finished export beside it")
+    m.add_argument("out")
+    m.add_argument("--docs", type=int, required=True, metavar="K", help="documents to sample")
+    m.add_argument("--seed", type=int, default=0, help="seed of the choice (default: 0)")
+    m.add_argument("--to", metavar="DIR", help="the sample folder (default: OUT_sample)")
     return p
 
 
@@ -82,7 +116,8 @@ def _config(a) -> ExportConfig:
         vocab=absolute(a.vocab), tokens_column=a.tokens_column, label_column=a.label_column,
         id_column=a.id_column, label_names=split(a.label_names), max_len=a.max_len, padding=a.padding,
         truncating=a.truncating, pad_value=a.pad_value, layers=split(a.layers), batch_size=a.batch_size,
-        commit_rows=commit_rows, commit_seconds=commit_seconds)
+        commit_rows=commit_rows, commit_seconds=commit_seconds, sample_docs=a.sample_docs,
+        sample_seed=a.sample_seed)
 
 
 def main(argv=None) -> int:
@@ -91,6 +126,8 @@ def main(argv=None) -> int:
     try:
         if a.command == "status":
             return _status(a.out, a.json)
+        if a.command in _TOOLS:
+            return _TOOLS[a.command](a)
         from stream_export import pipeline
 
         if a.command == "resume":
@@ -140,6 +177,50 @@ def _status(out, as_json) -> int:
         print(f"{out}: {state}\n  documents {c['documents']:,} / {t['documents']:,}\n"
               f"  rows {c['rows']:,} / {t['rows']:,} ({info['percent']}%)\n  last commit {info['updated']}")
     return 0
+
+
+def _inspect(a) -> int:
+    from stream_export.inspection import describe, inspect
+
+    info = inspect(a.out)
+    print(json.dumps(info, indent=1) if a.json else describe(info))
+    return 0
+
+
+def _verify(a) -> int:
+    from stream_export.verify import verify
+
+    report = verify(a.out, sample=a.sample, seed=a.seed)
+    if a.json:
+        print(json.dumps(report, indent=1))
+    else:
+        for f in report["findings"]:
+            print(f"[{f['code']}] {f['where']}: {f['message']}")
+        errors = ", ".join(f"{k} {v:.2g}" for k, v in report["max_abs_error"].items())
+        print(f"{a.out}: " + ("OK" if report["ok"] else f"{len(report['findings'])} problem(s)") +
+              (f"; re-ran {len(report['sampled_documents'])} documents, max abs error {errors}" if errors else ""))
+    return 0 if report["ok"] else 7
+
+
+def _preview(a) -> int:
+    from stream_export.preview import preview
+
+    drawn = preview(a.out, a.doc, a.png, layer=a.layer, cells=a.cells, padding=a.padding,
+                    transform="none" if a.raw else "tanh")
+    print(f"wrote {drawn['png']} ({drawn['width']}x{drawn['height']} px): {drawn['dataset']}, "
+          f"{len(drawn['steps'])} timesteps x {len(drawn['cells'])} cells", file=sys.stderr)
+    return 0
+
+
+def _sample(a) -> int:
+    from stream_export.sample import write_sample
+
+    done = write_sample(a.out, a.docs, a.seed, dest=a.to, log=lambda m: print(m, file=sys.stderr))
+    print(f"wrote {done['documents']} documents ({done['rows']:,} rows) to {done['out']}", file=sys.stderr)
+    return 0
+
+
+_TOOLS = {"inspect": _inspect, "verify": _verify, "preview": _preview, "sample": _sample}
 
 
 if __name__ == "__main__":

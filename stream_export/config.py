@@ -41,6 +41,9 @@ class ExportConfig:
     """Commit (flush + journal) at least every this many rows ..."""
     commit_seconds: float = 60.0
     """... and at least every this many seconds."""
+    sample_docs: int = 0
+    """When positive, also write a project of this many sampled documents beside OUT (see sample.py)."""
+    sample_seed: int = 0
 
     def __post_init__(self):
         if not self.inputs:
@@ -57,6 +60,8 @@ class ExportConfig:
             raise ConfigError("--commit-every must be positive")
         if self.label_names is not None and self.label_column is None:
             raise ConfigError("--label-names needs --label-column (the column holding each document's class)")
+        if self.sample_docs < 0:
+            raise ConfigError(f"--sample-docs must be 0 (no sample) or more; got {self.sample_docs}")
         if self.layers is not None and not self.layers:
             raise ConfigError("--layers is empty: name at least one recurrent layer")
 

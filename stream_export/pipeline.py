@@ -86,6 +86,11 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
             raise
         journal["summary"] = _summary(out, journal, time.monotonic() - started)
         _save(out, journal)
+        if config.sample_docs:  # cut from the finished files: no second model run
+            from stream_export.sample import write_sample
+
+            journal["summary"]["sample"] = write_sample(out, config.sample_docs, config.sample_seed, log=log)["out"]
+            _save(out, journal)
     return journal["summary"]
 
 
@@ -152,7 +157,7 @@ def _remove_ours(out, remove_folder):
 
 
 def _check_compatible(journal, config, fingerprints):
-    saved = journal["config"]
+    saved = ExportConfig.from_dict(journal["config"]).to_dict()  # keys added since then get their defaults
     now = config.to_dict()
     changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(now) if saved.get(k) != now.get(k)
                and k != "out"]
@@ -254,7 +259,8 @@ def _finish(out, config, journal, vocab, layer_names):
     from stream_export.writer import unique_values
 
     entries = dict(vocab) if vocab is not None else {int(i): str(i) for i in unique_values(out, "train", "words")}
-    entries.setdefault(config.pad_value, PAD_TOKEN)
+    if vocab is None or config.pad_value not in vocab:
+        entries[config.pad_value] = PAD_TOKEN
     write_dict(os.path.join(out, FILES["words"]), entries)
     labels = config.label_column is not None
     if labels:
