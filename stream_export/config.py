@@ -36,6 +36,12 @@ class ExportConfig:
     pad_value: int = 0
     layers: tuple[str, ...] | None = None
     """Names of the recurrent layers to export; None exports all of them."""
+    cell_states: bool = False
+    """Also export the LSTM cell state c at every timestep (cells{k})."""
+    predictions: bool = False
+    """Also export the model's own per-timestep output: a meta track per class and the predicted class."""
+    skip_padding: bool = False
+    """Write only the rows of real tokens, not the padding."""
     batch_size: int = 128
     commit_rows: int = 1_000_000
     """Commit (flush + journal) at least every this many rows ..."""

@@ -33,8 +33,13 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
     from stream_export import model as modelmod
 
     model = modelmod.load_model(config.model)
-    state_model, layers = modelmod.build_state_model(model, config.layers)
     max_len = _max_len(config, modelmod.input_length(model))
+    built = modelmod.build_state_model(model, config.layers, cell_states=config.cell_states,
+                                       predictions=config.predictions, timesteps=max_len,
+                                       class_names=config.label_names)
+    state_model, layers, outputs = built.model, built.layers, built.outputs
+    for note in built.notes:
+        log(note)
     fingerprints = {"model": checkpoint.file_fingerprint(config.model, whole=True),
                     "shards": {p: checkpoint.file_fingerprint(p) for p in paths}}
     total_docs = sum(s.num_rows for s in shards)
@@ -57,19 +62,20 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
             _clear(out, journal, overwrite)
             journal = {"config": config.to_dict(), "fingerprints": fingerprints, "complete": False,
                        "max_len": max_len, "layers": [vars(l) for l in layers],
+                       "outputs": [vars(o) for o in outputs],
                        "totals": {"documents": total_docs, "rows": total_docs * max_len},
                        "committed": {"documents": 0, "rows": 0, "tokens": 0, "truncated": 0}}
-        layer_sets = [(f"states{k}", l.units) for k, l in enumerate(layers, 1)]
         try:
-            writer = ProjectWriter(out, layer_sets, max_len, labels=config.label_column is not None,
-                                   doc_ids=config.id_column is not None, create=not resume)
+            writer = ProjectWriter(out, outputs, max_len, labels=config.label_column is not None,
+                                   doc_ids=config.id_column is not None, create=not resume,
+                                   skip_padding=config.padding if config.skip_padding else None)
         except BaseException:
             if created and not resume:
                 shutil.rmtree(out, ignore_errors=True)
             raise
         try:
             if resume:
-                writer.truncate(journal["committed"]["documents"])
+                writer.truncate(journal["committed"]["documents"], journal["committed"]["rows"])
             else:
                 checkpoint.save(out, journal)  # files exist and are flushed before the first batch
             run = _Run(config, journal, writer, out, quiet, log)
@@ -82,7 +88,7 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
             run.loop(batches, state_model, with_labels=columns.label is not None,
                      with_ids=columns.doc_id is not None)
             writer.close()
-            _finish(out, config, journal, vocab, [n for n, _ in layer_sets])
+            _finish(out, config, journal, vocab, outputs)
         except Interrupted:
             raise
         except Exception:
@@ -191,10 +197,10 @@ class _Run:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             for batch, states in state_batches(batches, state_model, max_len, with_labels, with_ids):
-                self.writer.append(batch, states)
+                rows = self.writer.append(batch, states)
                 n = len(batch.tokens)
                 done["documents"] += n
-                done["rows"] += n * max_len
+                done["rows"] += rows
                 done["tokens"] += int(np.minimum(batch.lengths, max_len).sum())
                 done["truncated"] += int((batch.lengths > max_len).sum())
                 progress.update(n * max_len)
@@ -225,7 +231,7 @@ class _Run:
         self.log(f"{signal.Signals(signum).name} received: committing and stopping after this batch")
 
 
-def _finish(out, config, journal, vocab, layer_names):
+def _finish(out, config, journal, vocab, outputs):
     """Write the dicts and lstm.yml for what was written; the HDF5 files are closed already."""
     from stream_export.writer import unique_values
 
@@ -238,7 +244,13 @@ def _finish(out, config, journal, vocab, layer_names):
         write_dict(os.path.join(out, FILES["labels"]),
                    dict(enumerate(names)) if names is not None
                    else {int(i): str(i) for i in unique_values(out, "meta", "label")})
-    write_lstm_yml(out, config.name, layer_names, labels, journal["committed"]["documents"])
+    classes = None
+    if config.predictions:
+        count = max(2, sum(o.kind == "probability" for o in outputs))  # one sigmoid output: classes 0, 1
+        names = config.label_names
+        classes = list(names) if names is not None and len(names) == count else [str(j) for j in range(count)]
+        write_dict(os.path.join(out, FILES["classes"]), dict(enumerate(classes)))
+    write_lstm_yml(out, config.name, outputs, labels, journal["committed"]["documents"], classes)
     journal["complete"] = True
 
 
