@@ -452,8 +452,10 @@ def _prediction_tracks(output, model_input, class_names):
     """(Output, tensor) for each class probability and the predicted class, from the model's output."""
     from keras import ops
 
+    if isinstance(output, (list, tuple)) and len(output) == 1:
+        output = output[0]
     if isinstance(output, (list, tuple, dict)):
-        raise ModelError("--predictions needs a model with one output; this one has several")
+        raise ModelError(f"--predictions needs a model with one output; this one has {len(output)}")
     shape = tuple(output.shape)
     if len(shape) != 3 or shape[1] != model_input.shape[1]:
         raise ModelError(f"--predictions needs an output with a value per timestep, shape (batch, timesteps, "
