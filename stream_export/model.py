@@ -4,6 +4,7 @@ hidden states of its recurrent layers, optionally LSTM cell states and the model
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -255,8 +256,8 @@ def select_layers(model, names=None) -> list[tuple[str, object]]:
     return [(p, l) for p, l in found if id(l) in chosen]
 
 
-def build_state_model(model, names=None, *, cell_states=False, predictions=False, timesteps=None,
-                      class_names=None) -> StateModel:
+def build_state_model(model, names=None, *, cell_states=False, predictions=False,
+                      timesteps=None) -> StateModel:
     """Cut `model` into a StateModel: a keras.Model from the model's token-id input to one output per
     dataset. For exported layer k, in input-to-output order: states{k} (h at every step) and with
     cell_states cells{k} (c, LSTM only); a Bidirectional layer gives states{k}_fw and states{k}_bw instead.
@@ -330,20 +331,18 @@ def build_state_model(model, names=None, *, cell_states=False, predictions=False
                     outputs.append(Output("states", f"{name}{k}{suffix}", int(sub.units), "float32", kind_, k,
                                           path + suffix))
                     tensors.append(value)
-            checks.append((path + suffix, sub.go_backwards, len(tensors) - (2 if with_cells else 1),
-                           with_cells, final))
-        layers.append(StateLayer(path, kind, int(directions[0].units),
-                                 rebuilt=not getattr(layer, "return_sequences", True),
-                                 bidirectional=bidirectional, go_backwards=bool(layer.go_backwards)
-                                 if not bidirectional else False, cells=with_cells))
+            checks.append((path + suffix, sub.go_backwards, len(tensors) - (2 if with_cells else 1), final))
+        layers.append(StateLayer(path, kind, int(directions[0].units), rebuilt=not layer.return_sequences,
+                                 bidirectional=bidirectional, cells=with_cells,
+                                 go_backwards=not bidirectional and bool(layer.go_backwards)))
     if no_cells:
         notes.append(f"--cell-states: {', '.join(no_cells)} {'has' if len(no_cells) == 1 else 'have'} no "
                      "cell state separate from the hidden state; only hidden states are exported for "
                      f"{'it' if len(no_cells) == 1 else 'them'}")
     if predictions:
-        for i, value in enumerate(_prediction_tracks(model_output, new_input, class_names)):
-            outputs.append(value[0])
-            tensors.append(value[1])
+        for output, tensor in _prediction_tracks(model_output, new_input):
+            outputs.append(output)
+            tensors.append(tensor)
     _probe(keras.Model(new_input, tensors + [t for *_, final in checks for t in final]), outputs, checks,
            timesteps or input_length(model), max_token_id(model))
     return StateModel(keras.Model(new_input, tensors), layers, outputs, notes)
@@ -412,13 +411,12 @@ def _per_step(layer, args, kwargs, out, with_cells):
 
 
 _EMITTING = {}
-_NAMES = []
+_COUNTER = itertools.count(1)
 
 
 def _unique_name(base):
     """A layer name no model layer has: Keras 3 refuses a graph with two operations of one name."""
-    _NAMES.append(base)
-    return f"stream_export_{len(_NAMES)}_{base}"
+    return f"stream_export_{next(_COUNTER)}_{base}"
 
 
 def _emitting_cell(cell):
@@ -448,7 +446,7 @@ def _emitting_cell(cell):
     return _EMITTING["class"](cell, name=_unique_name(cell.name))
 
 
-def _prediction_tracks(output, model_input, class_names):
+def _prediction_tracks(output, model_input):
     """(Output, tensor) for each class probability and the predicted class, from the model's output."""
     from keras import ops
 
@@ -493,7 +491,7 @@ def _probe(check_model, outputs, checks, timesteps, max_token):
                              "probabilities (a softmax activation), not hidden states; export the layers below "
                              "it with --layers, and its output with --predictions")
     at = 0
-    for name, backwards, index, with_cells, final in checks:
+    for name, backwards, index, final in checks:
         row = 0 if backwards else -1
         for j, expected in enumerate(finals[at:at + len(final)]):
             got = values[index + j][:, row]

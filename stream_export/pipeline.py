@@ -35,8 +35,7 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
     model = modelmod.load_model(config.model)
     max_len = _max_len(config, modelmod.input_length(model))
     built = modelmod.build_state_model(model, config.layers, cell_states=config.cell_states,
-                                       predictions=config.predictions, timesteps=max_len,
-                                       class_names=config.label_names)
+                                       predictions=config.predictions, timesteps=max_len)
     state_model, layers, outputs = built.model, built.layers, built.outputs
     for note in built.notes:
         log(note)
