@@ -17,7 +17,7 @@ class ExportConfig:
     inputs write identical files."""
 
     model: str
-    """Path of the Keras model file (.keras)."""
+    """Path of the Keras model: a .keras or .h5 file (Keras 3, or Keras 2 as tf.keras saved it)."""
     inputs: tuple[str, ...]
     """Parquet files, directories of them, or glob patterns, as the user gave them."""
     out: str
