@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export a corpus through a model into an LSTMVis project",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
-    e.add_argument("--model", required=True, help="Keras 3 model file (.keras)")
+    e.add_argument("--model", required=True,
+                   help="Keras model: .keras, .h5 (Keras 3, or Keras 2 as saved by tf.keras)")
     e.add_argument("--input", required=True, action="append", metavar="PATH",
                    help="Parquet file, directory of them, or glob; repeatable. Shards go in sorted path order")
     e.add_argument("--out", required=True, help="project folder to write (LSTMVis names the project after it)")
@@ -43,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--truncating", choices=("pre", "post"), default="pre", help="as pad_sequences (default: pre)")
     e.add_argument("--pad-value", type=int, default=0, help="token id used for padding (default: 0)")
     e.add_argument("--layers", help="comma-separated recurrent layer names to export (default: all)")
+    e.add_argument("--cell-states", action="store_true",
+                   help="also export the LSTM cell state c at every timestep as cells{k} (slower: no cuDNN)")
+    e.add_argument("--predictions", action="store_true",
+                   help="also export the model's per-timestep output: a meta track per class, and the "
+                        "predicted class")
+    e.add_argument("--skip-padding", action="store_true",
+                   help="write only the rows of real tokens; meta.hdf5 documents/start maps documents to rows")
     e.add_argument("--batch-size", type=int, default=128, help="documents per batch (default: 128)")
     e.add_argument("--commit-every", default="1000000", metavar="N|Ns",
                    help="commit (flush and journal) every N rows, or every N seconds with an s suffix; "
@@ -116,7 +124,8 @@ def _config(a) -> ExportConfig:
         vocab=absolute(a.vocab), tokens_column=a.tokens_column, label_column=a.label_column,
         id_column=a.id_column, label_names=split(a.label_names), max_len=a.max_len, padding=a.padding,
         truncating=a.truncating, pad_value=a.pad_value, layers=split(a.layers), batch_size=a.batch_size,
-        commit_rows=commit_rows, commit_seconds=commit_seconds, sample_docs=a.sample_docs,
+        commit_rows=commit_rows, commit_seconds=commit_seconds, cell_states=a.cell_states,
+        predictions=a.predictions, skip_padding=a.skip_padding, sample_docs=a.sample_docs,
         sample_seed=a.sample_seed)
 
 
@@ -168,7 +177,7 @@ def _status(out, as_json) -> int:
     info = {"out": out, "complete": journal["complete"], "resumable": not journal["complete"],
             "committed_documents": c["documents"], "total_documents": t["documents"],
             "committed_rows": c["rows"], "total_rows": t["rows"],
-            "percent": round(100 * c["rows"] / t["rows"], 2) if t["rows"] else 100.0,
+            "percent": round(100 * c["documents"] / t["documents"], 2) if t["documents"] else 100.0,
             "updated": journal.get("updated"), "config": journal["config"]}
     if as_json:
         print(json.dumps(info, indent=1))

@@ -17,7 +17,7 @@ class ExportConfig:
     inputs write identical files."""
 
     model: str
-    """Path of the Keras model file (.keras)."""
+    """Path of the Keras model: a .keras or .h5 file (Keras 3, or Keras 2 as tf.keras saved it)."""
     inputs: tuple[str, ...]
     """Parquet files, directories of them, or glob patterns, as the user gave them."""
     out: str
@@ -36,6 +36,12 @@ class ExportConfig:
     pad_value: int = 0
     layers: tuple[str, ...] | None = None
     """Names of the recurrent layers to export; None exports all of them."""
+    cell_states: bool = False
+    """Also export the LSTM cell state c at every timestep (cells{k})."""
+    predictions: bool = False
+    """Also export the model's own per-timestep output: a meta track per class and the predicted class."""
+    skip_padding: bool = False
+    """Write only the rows of real tokens, not the padding."""
     batch_size: int = 128
     commit_rows: int = 1_000_000
     """Commit (flush + journal) at least every this many rows ..."""

@@ -34,8 +34,12 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
     from stream_export import model as modelmod
 
     model = modelmod.load_model(config.model)
-    state_model, layers = modelmod.build_state_model(model, config.layers)
     max_len = _max_len(config, modelmod.input_length(model))
+    built = modelmod.build_state_model(model, config.layers, cell_states=config.cell_states,
+                                       predictions=config.predictions, timesteps=max_len)
+    state_model, layers, outputs = built.model, built.layers, built.outputs
+    for note in built.notes:
+        log(note)
     fingerprints = {"model": checkpoint.file_fingerprint(config.model, whole=True),
                     "shards": {p: checkpoint.file_fingerprint(p) for p in paths}}
     total_docs = sum(s.num_rows for s in shards)
@@ -58,27 +62,28 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
                 _clear(out, journal, overwrite)
             journal = {"config": config.to_dict(), "fingerprints": fingerprints, "complete": False,
                        "max_len": max_len, "layers": [vars(l) for l in layers],
+                       "outputs": [vars(o) for o in outputs],
                        "totals": {"documents": total_docs, "rows": total_docs * max_len},
                        "committed": {"documents": 0, "rows": 0, "tokens": 0, "truncated": 0}}
             _save(out, journal)
-        committed = journal["committed"]["documents"]
-        layer_sets = [(f"states{k}", l.units) for k, l in enumerate(layers, 1)]
-        _warn_if_short_of_space(out, layer_sets, journal, log)
+        committed = journal["committed"]
+        _warn_if_short_of_space(out, outputs, journal, log)
         # Nothing committed means nothing to keep: (re)create the files, whatever a kill left of them.
-        writer = ProjectWriter(out, layer_sets, max_len, labels=config.label_column is not None,
-                               doc_ids=config.id_column is not None, create=committed == 0)
+        writer = ProjectWriter(out, outputs, max_len, labels=config.label_column is not None,
+                               doc_ids=config.id_column is not None, create=committed["documents"] == 0,
+                               skip_padding=config.padding if config.skip_padding else None)
         try:
-            writer.truncate(committed)
+            writer.truncate(committed["documents"], committed["rows"])
             batches = iter_batches(shards, columns, max_len, config.batch_size, padding=config.padding,
                                    truncating=config.truncating, pad_value=config.pad_value,
-                                   start_doc=committed, max_token=modelmod.max_token_id(model))
+                                   start_doc=committed["documents"], max_token=modelmod.max_token_id(model))
             if vocab is not None:
                 batches = _check_vocab(batches, vocab, config.pad_value, shards, config)
             _Run(config, journal, writer, shards, quiet, log).loop(
                 batches, state_model, with_labels=columns.label is not None, with_ids=columns.doc_id is not None)
             writer.close()
             _pause_for_tests("finish")
-            _finish(out, config, journal, vocab, [n for n, _ in layer_sets])
+            _finish(out, config, journal, vocab, outputs)
         except Exception as e:
             writer.close(check=False)
             if journal["committed"]["documents"] == 0 and not isinstance(e, Interrupted):
@@ -110,9 +115,9 @@ def _save(out, journal):
                           "once the cause (disk full?) is fixed") from e
 
 
-def _warn_if_short_of_space(out, layer_sets, journal, log):
-    row_bytes = 4 * sum(cells for _, cells in layer_sets) + 4 + 8 + 4  # states, words, doc, label
-    rows_left = journal["totals"]["rows"] - journal["committed"]["rows"]
+def _warn_if_short_of_space(out, outputs, journal, log):
+    row_bytes = sum(np.dtype(o.dtype).itemsize * (o.cells or 1) for o in outputs) + 4 + 8 + 4  # + words, doc, label
+    rows_left = journal["totals"]["rows"] - journal["committed"]["rows"]  # at most: --skip-padding writes fewer
     need, free = rows_left * row_bytes, shutil.disk_usage(out).free
     if need > free:
         log(f"warning: the export needs about {need / 2**30:,.2f} GiB more but {out} has "
@@ -212,13 +217,13 @@ class _Run:
         try:
             for batch, states in state_batches(batches, state_model, max_len, with_labels, with_ids):
                 try:
-                    self.writer.append(batch, states)
+                    rows = self.writer.append(batch, states)
                 except DiskFull:
                     self.commit(done)  # keep what fits; the flush needs far less than the margin
                     raise
                 n = len(batch.tokens)
                 done["documents"] += n
-                done["rows"] += n * max_len
+                done["rows"] += rows
                 done["tokens"] += int(np.minimum(batch.lengths, max_len).sum())
                 done["truncated"] += int((batch.lengths > max_len).sum())
                 progress.update(n * max_len)
@@ -254,7 +259,7 @@ class _Run:
                  "(SIGINT again aborts at once)")
 
 
-def _finish(out, config, journal, vocab, layer_names):
+def _finish(out, config, journal, vocab, outputs):
     """Write the dicts and lstm.yml for what was written; the HDF5 files are closed already."""
     from stream_export.writer import unique_values
 
@@ -268,7 +273,13 @@ def _finish(out, config, journal, vocab, layer_names):
         write_dict(os.path.join(out, FILES["labels"]),
                    dict(enumerate(names)) if names is not None
                    else {int(i): str(i) for i in unique_values(out, "meta", "label")})
-    write_lstm_yml(out, config.name, layer_names, labels, journal["committed"]["documents"])
+    classes = None
+    if config.predictions:
+        count = max(2, sum(o.kind == "probability" for o in outputs))  # one sigmoid output: classes 0, 1
+        names = config.label_names
+        classes = list(names) if names is not None and len(names) == count else [str(j) for j in range(count)]
+        write_dict(os.path.join(out, FILES["classes"]), dict(enumerate(classes)))
+    write_lstm_yml(out, config.name, outputs, labels, journal["committed"]["documents"], classes)
     journal["complete"] = True
 
 

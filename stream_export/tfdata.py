@@ -14,7 +14,8 @@ class _Failure:
 
 
 def state_batches(batches, state_model, max_len: int, with_labels: bool, with_ids: bool, prefetch: int = 2):
-    """Yield (Batch, [states per layer as float32 numpy]) for every Batch from the iterable `batches`.
+    """Yield (Batch, [one numpy array per state-model output]) for every Batch from the iterable `batches`;
+    floating outputs come as float32, integer ones (a predicted class) as int32.
 
     The model runs inside the tf.data graph (a compiled function), so TensorFlow computes batch i+1 while
     the caller writes batch i; at most `prefetch` batches of states are held in memory."""
@@ -49,7 +50,7 @@ def state_batches(batches, state_model, max_len: int, with_labels: bool, with_id
     def predict(d):
         outputs = state_model(tf.cast(d["tokens"], input_dtype), training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        return d, tuple(tf.cast(o, tf.float32) for o in outputs)
+        return d, tuple(tf.cast(o, tf.float32 if o.dtype.is_floating else tf.int32) for o in outputs)
 
     ds = tf.data.Dataset.from_generator(generate, output_signature=spec)
     ds = ds.map(predict).prefetch(prefetch)

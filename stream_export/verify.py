@@ -411,10 +411,12 @@ class _Verifier:
 
         try:
             model = modelmod.load_model(config.model)
-            state_model, layers = modelmod.build_state_model(model, [l["name"] for l in self.p.journal["layers"]])
+            built = modelmod.build_state_model(model, config.layers, cell_states=config.cell_states,
+                                               predictions=config.predictions, timesteps=t)
         except ExportError as e:
             self.add("model-changed", config.model, f"the model cannot be rebuilt as exported ({e})")
             return
+        state_model = built.model
         tokens = tokens.astype(np.dtype(state_model.inputs[0].dtype))
         parts = []
         for start in range(0, len(tokens), config.batch_size):
@@ -422,7 +424,10 @@ class _Verifier:
             out = out if isinstance(out, (list, tuple)) else [out]
             parts.append([np.asarray(o, dtype=np.float64) for o in out])
         outputs = [np.concatenate(layer) for layer in zip(*parts)]
-        for path, fresh in zip(state_datasets(self.p.journal), outputs):
+        for o, fresh in zip(built.outputs, outputs):
+            if o.file != "states":
+                continue  # prediction tracks: the meta checks cover them
+            path = o.path
             fresh = fresh.reshape(len(local), t, -1)
             key = self.states_key(path)
             got = self.read_docs(key, path, local, per_doc=False, t=t)
@@ -470,12 +475,6 @@ class _Verifier:
                 return [ds[d * t:(d + 1) * t] if (d + 1) * t <= ds.shape[0] else None for d in local]
         except OSError:
             return None
-
-
-def state_datasets(journal) -> list[str]:
-    """The datasets holding the state model's outputs, in output order: layer k's hidden states are
-    `states{k}` (as pipeline.export names them; extend together with it)."""
-    return [f"states{k}" for k in range(1, len(journal["layers"]) + 1)]
 
 
 def _list(docs):

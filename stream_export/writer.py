@@ -1,12 +1,18 @@
 """The LSTMVis project on disk: resizable HDF5 datasets grown batch by batch, .dict files and lstm.yml
 (h5py only here).
 
-Layout, for N documents of T timesteps (row r = document r // T, timestep r % T):
-  train.hdf5  words            (N*T,)        int32   padded token ids, document-major
-  states.hdf5 states{k}        (N*T, cells)  float32 hidden state of recurrent layer k (1 = nearest input)
-  meta.hdf5   label            (N*T,)        int32   the document's class at every timestep (with labels)
-              doc              (N*T,)        int64   the document's index at every timestep
+Layout, for N documents of T timesteps (row r = document r // T, timestep r % T; with --skip-padding only
+the rows of real tokens, R rows in all, document d starting at row documents/start[d]):
+  train.hdf5  words            (R,)          int32   token ids, document-major
+  states.hdf5 states{k}        (R, cells)    float32 hidden state of recurrent layer k (1 = nearest input);
+                                                     states{k}_fw / states{k}_bw for a Bidirectional layer
+              cells{k}         (R, cells)    float32 LSTM cell state (with --cell-states), _fw / _bw likewise
+  meta.hdf5   label            (R,)          int32   the document's class at every timestep (with labels)
+              doc              (R,)          int64   the document's index at every timestep
+              predictions/p{j} (R,)          float32 the model's output for class j (with --predictions)
+              predictions/class (R,)         int32   the predicted class
               documents/length (N,)          int64   tokens per document before truncation
+              documents/start  (N,)          int64   the document's first row
               documents/id     (N,)          str     the document's id column (with --id-column)
 """
 
@@ -23,17 +29,18 @@ from stream_export.errors import InputError, OutputError
 
 CHUNK_BYTES = 1 << 20
 FILES = {"states": "states.hdf5", "train": "train.hdf5", "meta": "meta.hdf5",
-         "words": "words.dict", "labels": "labels.dict"}
+         "words": "words.dict", "labels": "labels.dict", "classes": "classes.dict"}
 
 
 class ProjectWriter:
     """Appends batches to a project's HDF5 datasets. Created empty and flushed before the first batch, so
     a killed export always leaves files that reopen; `truncate` rolls back to a committed row count."""
 
-    def __init__(self, out: str, layers: list[tuple[str, int]], max_len: int, labels: bool, doc_ids: bool,
-                 create: bool):
-        """layers: (dataset name, cells) per exported layer, e.g. [("states1", 256)]."""
-        self.out, self.max_len, self.layers = out, max_len, layers
+    def __init__(self, out: str, outputs: list, max_len: int, labels: bool, doc_ids: bool, create: bool,
+                 skip_padding: str | None = None):
+        """outputs: the state model's model.Output list, in its order. skip_padding: None to write every
+        timestep, or the padding side ('pre'/'post') to write only the rows of real tokens."""
+        self.out, self.max_len, self.outputs, self.skip_padding = out, max_len, outputs, skip_padding
         self.files = {}
         try:
             for key in ("states", "train", "meta"):
@@ -42,45 +49,54 @@ class ProjectWriter:
             self.close()
             raise
         if create:
-            for name, cells in layers:
-                _dataset(self.files["states"], name, (cells,), np.float32)
+            for o in outputs:
+                _dataset(self.files[o.file], o.path, (o.cells,) if o.cells else (), np.dtype(o.dtype))
             _dataset(self.files["train"], "words", (), np.int32)
             if labels:
                 _dataset(self.files["meta"], "label", (), np.int32)
             _dataset(self.files["meta"], "doc", (), np.int64)
             _dataset(self.files["meta"], "documents/length", (), np.int64)
+            _dataset(self.files["meta"], "documents/start", (), np.int64)
             if doc_ids:
                 import h5py
                 _dataset(self.files["meta"], "documents/id", (), h5py.string_dtype("utf-8"), chunk_rows=4096)
             self.flush()
-        self.row_sets = [self.files["states"][name] for name, _ in layers] + [self.files["train"]["words"]]
+        self.row_sets = [self.files[o.file][o.path] for o in outputs] + [self.files["train"]["words"]]
         meta = self.files["meta"]
         self.row_sets += [meta[k] for k in ("label", "doc") if k in meta]
-        self.doc_sets = [meta["documents/length"]] + ([meta["documents/id"]] if "documents/id" in meta else [])
+        self.doc_sets = [meta["documents/length"], meta["documents/start"]]
+        self.doc_sets += [meta["documents/id"]] if "documents/id" in meta else []
 
     @property
     def rows(self) -> int:
         return self.files["train"]["words"].shape[0]
 
-    def append(self, batch, states: list[np.ndarray]):
-        """Write one batch: its padded words, its states (n, T, cells) per layer and its meta tracks."""
+    def append(self, batch, values: list[np.ndarray]) -> int:
+        """Write one batch: its words, the state model's values (n, T, ...) per output and its meta tracks.
+        Returns the number of rows written."""
         n, t = batch.tokens.shape
-        for (name, _), s in zip(self.layers, states):
-            if not np.isfinite(s).all():
-                doc = batch.first_doc + int(np.flatnonzero(~np.isfinite(s).reshape(n, -1).all(axis=1))[0])
-                raise InputError(f"document {doc}: layer {name} produced NaN or Inf; nothing of it was "
-                                 "written (check the model's weights and the document's tokens)")
-        start, stop = self.rows, self.rows + n * t
+        for o, v in zip(self.outputs, values):
+            if v.dtype.kind == "f" and not np.isfinite(v).all():
+                doc = batch.first_doc + int(np.flatnonzero(~np.isfinite(v).reshape(n, -1).all(axis=1))[0])
+                raise InputError(f"document {doc}: {o.source} produced NaN or Inf ({o.path}); nothing of it "
+                                 "was written (check the model's weights and the document's tokens)")
+        if self.skip_padding:
+            keep = real_tokens(batch.lengths, t, self.skip_padding).reshape(-1)
+            counts = np.minimum(batch.lengths, t).astype(np.int64)
+        else:
+            keep, counts = slice(None), np.full(n, t, dtype=np.int64)
+        start, stop = self.rows, self.rows + int(counts.sum())
         self._check_space(start, stop, n, batch.doc_ids)
         doc_index = np.arange(batch.first_doc, batch.first_doc + n, dtype=np.int64)
-        values = [s.reshape(n * t, -1) for s in states] + [batch.tokens.reshape(-1)]
+        rows = [v.reshape(n * t, *v.shape[2:])[keep] for v in values] + [batch.tokens.reshape(-1)[keep]]
         if batch.labels is not None:
-            values.append(np.repeat(batch.labels, t))
-        values.append(np.repeat(doc_index, t))
-        per_doc = [batch.lengths] + ([batch.doc_ids] if batch.doc_ids is not None else [])
+            rows.append(np.repeat(batch.labels, counts))
+        rows.append(np.repeat(doc_index, counts))
+        per_doc = [batch.lengths, start + np.cumsum(counts) - counts]
+        per_doc += [batch.doc_ids] if batch.doc_ids is not None else []
         d0 = self.doc_sets[0].shape[0]
         try:
-            for ds, v in zip(self.row_sets, values):
+            for ds, v in zip(self.row_sets, rows):
                 ds.resize(stop, axis=0)
                 ds[start:stop] = v
             for ds, v in zip(self.doc_sets, per_doc):
@@ -88,6 +104,7 @@ class ProjectWriter:
                 ds[d0:d0 + n] = v
         except (OSError, RuntimeError) as e:  # h5py raises RuntimeError for some failed writes
             raise _io_error(f"writing rows {start}..{stop} to {self.out}", e) from e
+        return stop - start
 
     def _check_space(self, start, stop, n, doc_ids):
         """Stop before HDF5 meets a full disk: after a failed write its library state is broken (a later
@@ -107,10 +124,12 @@ class ProjectWriter:
             raise DiskFull(f"disk full: {self.out} has {free / 2**20:,.1f} MiB free and the next batch needs "
                            f"about {need / 2**20:,.1f} MiB; free some space and resume")
 
-    def truncate(self, docs: int):
-        """Cut every dataset back to `docs` documents (rows written after the last commit are dropped)."""
+    def truncate(self, docs: int, rows: int | None = None):
+        """Cut every dataset back to `docs` documents and `rows` rows (default docs * T), dropping what was
+        written after the last commit."""
+        rows = docs * self.max_len if rows is None else rows
         for ds in self.row_sets:
-            ds.resize(docs * self.max_len, axis=0)
+            ds.resize(rows, axis=0)
         for ds in self.doc_sets:
             ds.resize(docs, axis=0)
 
@@ -144,6 +163,14 @@ def _io_error(what, e) -> OutputError:
                         "(disk full?) is fixed")
     error.hdf5_broken = True  # see _check_space: the process should exit without touching HDF5 again
     return error
+
+
+def real_tokens(lengths: np.ndarray, max_len: int, padding: str) -> np.ndarray:
+    """(n, max_len) bool: True at the positions that hold one of the document's tokens after padding or
+    truncating to max_len ('pre' padding puts them at the end)."""
+    keep = np.minimum(np.asarray(lengths), max_len)[:, None]
+    pos = np.arange(max_len)[None, :]
+    return pos >= max_len - keep if padding == "pre" else pos < keep
 
 
 def _open(path, mode):
@@ -191,15 +218,36 @@ def unique_values(out: str, key: str, path: str, block: int = 1 << 24) -> np.nda
     return seen
 
 
-def write_lstm_yml(out: str, name: str, layers: list[str], labels: bool, num_docs: int):
+def value_range(out: str, key: str, path: str, block: int = 1 << 24) -> tuple[float, float]:
+    """(min, max) of a 1-D dataset, read block by block; (0, 0) when it is empty."""
+    import h5py
+
+    lo, hi = np.inf, -np.inf
+    with h5py.File(os.path.join(out, FILES[key]), "r") as f:
+        ds = f[path]
+        for start in range(0, ds.shape[0], block):
+            part = ds[start:start + block]
+            lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+    return (lo, hi) if lo <= hi else (0.0, 0.0)
+
+
+def track_name(text: str) -> str:
+    """A class name as a meta track key: letters, digits, '_' and '-' only."""
+    return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_-") else "_" for ch in text)
+
+
+def write_lstm_yml(out: str, name: str, outputs: list, labels: bool, num_docs: int,
+                   class_names: list[str] | None = None):
     """Describe the datasets that were written; a meta track or state type is declared only if its
-    dataset exists with the same number of rows as the words."""
+    dataset exists with the same number of rows as the words. outputs: the state model's model.Output
+    list; class_names: a name per class of the predictions (written to classes.dict)."""
     lengths = dataset_lengths(out)
     rows = lengths["train::words"]
-    for ds in [f"states::{n}" for n in layers] + ["meta::doc"] + (["meta::label"] if labels else []):
+    for ds in [f"{o.file}::{o.path}" for o in outputs] + ["meta::doc"] + (["meta::label"] if labels else []):
         if lengths.get(ds) != rows:
             raise OutputError(f"{out}: dataset {ds} has {lengths.get(ds)} rows but words has {rows}; "
                               "the export is inconsistent, run it again with --overwrite")
+    predictions = [o for o in outputs if o.file == "meta"]
     q = json.dumps  # a JSON string is a valid YAML double-quoted scalar
     lines = [f"name: {q(name)}",
              f"description: {q(f'{name}: {num_docs} documents exported by stream_export')}",
@@ -210,15 +258,27 @@ def write_lstm_yml(out: str, name: str, layers: list[str], labels: bool, num_doc
              f"  meta: {FILES['meta']}"]
     if labels:
         lines.append(f"  labels: {FILES['labels']}")
+    if predictions:
+        lines.append(f"  classes: {FILES['classes']}")
     lines += ["word_sequence: {file: train, path: words, dict_file: words}",
               "states:",
               "  file: states",
               "  types:"]
-    lines += [f"    - {{type: state, layer: {k}, path: {n}}}" for k, n in enumerate(layers, 1)]
+    lines += [f"    - {{type: state, layer: {o.layer}, path: {o.path}}}" for o in outputs if o.file == "states"]
     lines.append("meta:")
     if labels:
         lines.append("  label: {file: meta, path: label, dict: labels, vis: {type: discrete, range: dict}}")
     lines.append(f"  document: {{file: meta, path: doc, vis: {{type: scalar, range: [0, {max(num_docs - 1, 1)}]}}}}")
+    probabilities = [o for o in predictions if o.kind == "probability"]
+    for j, o in enumerate(probabilities):
+        lo, hi = value_range(out, o.file, o.path)
+        lo, hi = min(lo, 0.0), max(hi, 1.0)  # probabilities get [0, 1]; logits their own span
+        names = class_names or [str(i) for i in range(max(2, len(probabilities)))]
+        key = q("p_" + track_name(names[j] if len(probabilities) > 1 else names[-1]))  # sigmoid: P(class 1)
+        lines.append(f"  {key}: {{file: meta, path: {o.path}, vis: {{type: scalar, range: [{lo:.6g}, {hi:.6g}]}}}}")
+    if predictions:
+        lines.append("  predicted: {file: meta, path: predictions/class, dict: classes, "
+                     "vis: {type: discrete, range: dict}}")
     path = os.path.join(out, "lstm.yml")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

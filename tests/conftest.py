@@ -65,7 +65,57 @@ def models(tmp_path_factory):
     x = layers.Embedding(VOCAB, 3)(inp)
     x = layers.Flatten()(x)
     out["dense"] = _save(keras.Model(inp, layers.Dense(2)(x)), d / "dense.keras")
+
+    # every merge mode, both GRU variants, go_backwards and return_sequences=False, side by side
+    inp = keras.Input(shape=(6,), dtype="int32")
+    e = layers.Embedding(VOCAB, 4)(inp)
+    sequences = [
+        layers.Bidirectional(layers.LSTM(3, return_sequences=True), merge_mode="concat", name="bi_concat")(e),
+        layers.Bidirectional(layers.GRU(3, return_sequences=True), merge_mode="sum", name="bi_sum")(e),
+        layers.Bidirectional(layers.GRU(2, return_sequences=True, reset_after=False), merge_mode="mul",
+                             name="bi_mul")(e),
+        layers.Bidirectional(layers.SimpleRNN(2, return_sequences=True), merge_mode="ave", name="bi_ave")(e),
+        *layers.Bidirectional(layers.LSTM(2, return_sequences=True), merge_mode=None, name="bi_none")(e),
+        layers.LSTM(3, return_sequences=True, go_backwards=True, name="back_seq")(e),
+    ]
+    finals = [layers.Bidirectional(layers.LSTM(2), name="bi_last")(e),
+              layers.GRU(3, go_backwards=True, name="back_last")(e)]
+    model = keras.Model(inp, [layers.Concatenate()(sequences), layers.Concatenate()(finals)])
+    out["directions"] = _save(_lively(model), d / "directions.keras")
+
+    # Embedding(mask_zero=True) under LSTM, Bidirectional, then a final LSTM beside a backwards SimpleRNN
+    inp = keras.Input(shape=(None,), dtype="int32")
+    x = layers.Embedding(VOCAB, 4, mask_zero=True)(inp)
+    x = layers.LSTM(4, return_sequences=True, name="lstm")(x)
+    x = layers.Bidirectional(layers.GRU(3, return_sequences=True), name="bi")(x)
+    ends = [layers.LSTM(3, name="last")(x), layers.SimpleRNN(3, return_sequences=True, go_backwards=True,
+                                                               name="back")(x)]
+    out["masked"] = _save(_lively(keras.Model(inp, ends)), d / "masked.keras")
+
+    # a Sequential inside a functional model, then a functional model used as a layer, then predictions
+    inp = keras.Input(shape=(6,), dtype="int32")
+    x = layers.Embedding(VOCAB, 4)(inp)
+    encoder = keras.Sequential([keras.Input((6, 4)), layers.LSTM(4, return_sequences=True, name="enc")],
+                               name="encoder")
+    block_in = keras.Input((6, 4))
+    block = keras.Model(block_in, layers.GRU(3, return_sequences=True, name="gru")(block_in), name="block")
+    x = layers.TimeDistributed(layers.Dense(3, activation="softmax"), name="td")(block(encoder(x)))
+    out["nested"] = _save(_lively(keras.Model(inp, x)), d / "nested.keras")
+
+    # a recurrent layer whose "states" are class probabilities
+    inp = keras.Input(shape=(6,), dtype="int32")
+    x = layers.Embedding(VOCAB, 4)(inp)
+    x = layers.SimpleRNN(3, activation="softmax", return_sequences=True, name="probs")(x)
+    out["softmax_rnn"] = _save(keras.Model(inp, x), d / "softmax_rnn.keras")
     return out
+
+
+def _lively(model, seed=5):
+    """Give every weight values of order one, so that states differ clearly from step to step and a
+    misaligned or wrong state cannot hide under the tolerance (Keras initialises embeddings at +-0.05)."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([(rng.normal(size=w.shape) * 0.6).astype(np.float32) for w in model.get_weights()])
+    return model
 
 
 @pytest.fixture

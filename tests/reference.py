@@ -54,3 +54,32 @@ def simple_rnn(x, kernel, recurrent, bias):
         h = np.tanh(x[:, t] @ kernel + h @ recurrent + bias)
         hs.append(h)
     return np.stack(hs, 1)
+
+
+def states(kind, weights, x, backwards=False, reset_after=True):
+    """(h, c) at every step of an LSTM, GRU or SimpleRNN over x (n, T, d), c None except for LSTM; with
+    backwards the layer reads the tokens last to first, and row t is still the state at token t."""
+    if backwards:
+        h, c = states(kind, weights, x[:, ::-1], reset_after=reset_after)
+        return h[:, ::-1], (None if c is None else c[:, ::-1])
+    if kind == "LSTM":
+        return lstm(x, *weights)
+    if kind == "GRU":
+        return gru(x, *weights, reset_after=reset_after), None
+    return simple_rnn(x, *weights), None
+
+
+def masked(fn, x, lengths, padding):
+    """Apply fn (x of one document -> (1, L, units) states) to each document's real tokens only, as a mask
+    makes a layer do, and put zeros at the padded positions: (n, T, units)."""
+    n, t = x.shape[:2]
+    out = None
+    for i in range(n):
+        k = min(int(lengths[i]), t)
+        rows = slice(t - k, t) if padding == "pre" else slice(0, k)
+        value = fn(x[i:i + 1, rows]) if k else None
+        if out is None and value is not None:
+            out = np.zeros((n, t, value.shape[-1]))
+        if value is not None:
+            out[i, rows] = value[0]
+    return out
