@@ -99,6 +99,22 @@ def _dict_size(p, key):
     return {"file": p.files[key], "entries": len(entries), "unreadable_lines": len(bad)}
 
 
+def _first_rows(p, ds, block=65536):
+    """Yield, block by block, the values of a per-row dataset at each document's first row (with
+    --skip-padding a document without tokens has no rows and is left out)."""
+    t, docs = p.max_len, p.documents or 0
+    if not p.skip_padding:
+        stop = min(ds.shape[0], docs * t)
+        for first in range(0, stop, t * block):
+            yield ds[first:min(first + t * block, stop):t]
+        return
+    with open_hdf5(p.path("meta")) as f:
+        for first in range(0, docs, block // 16):  # read the rows in between: one read, not one per row
+            starts = f["documents/start"][first:first + block // 16]
+            starts = starts[(f["documents/length"][first:first + block // 16] > 0) & (starts < ds.shape[0])]
+            yield ds[starts[0]:starts[-1] + 1][starts - starts[0]] if len(starts) else np.empty(0, ds.dtype)
+
+
 def _label_counts(p):
     """Documents per class of the `label` track (its value at each document's first row)."""
     track = p.meta_tracks().get("label") or ({"file": "meta", "path": "label", "dict": "labels"}
@@ -110,10 +126,9 @@ def _label_counts(p):
             if track.get("path") not in f:
                 return None
             ds = f[track["path"]]
-            stop = min(ds.shape[0], (p.documents or 0) * p.max_len)
             counts: dict[int, int] = {}
-            for first in range(0, stop, p.max_len * 65536):
-                values, n = np.unique(ds[first:min(first + p.max_len * 65536, stop):p.max_len], return_counts=True)
+            for values in _first_rows(p, ds):
+                values, n = np.unique(values, return_counts=True)
                 for v, c in zip(values.tolist(), n.tolist()):
                     counts[v] = counts.get(v, 0) + c
     except OSError:

@@ -82,7 +82,10 @@ def preview(out: str, doc: int, png: str, layer: str | int = 1, cells: str | Non
     if not 0 <= doc < n_docs:
         raise ConfigError(f"--doc {doc} is outside the project's documents 0..{n_docs - 1}")
     state = _state_type(p, layer)
-    rows = slice(doc * t, (doc + 1) * t)
+    rows = slice(*p.doc_rows([doc])[0])
+    if rows.stop == rows.start:
+        raise ConfigError(f"document {doc} has no tokens, and the export skipped padding (--skip-padding), so it "
+                          "has no rows to draw; choose another --doc")
     with open_hdf5(p.path(state["file"])) as f:
         values = f[state["path"]][rows].astype(np.float64)
     chosen = parse_cells(cells, values.shape[1])
@@ -93,8 +96,11 @@ def preview(out: str, doc: int, png: str, layer: str | int = 1, cells: str | Non
         length = int(f["documents/length"][doc]) if "documents/length" in f else t
         doc_id = f["documents/id"][doc].decode() if "documents/id" in f else None
     keep = min(length, t)
-    steps = list(range(t)) if padding or keep == 0 else (
-        list(range(t - keep, t)) if p.journal["config"]["padding"] == "pre" else list(range(keep)))
+    if p.skip_padding:  # only the real tokens were written
+        steps = list(range(rows.stop - rows.start))
+    else:
+        steps = list(range(t)) if padding or keep == 0 else (
+            list(range(t - keep, t)) if p.journal["config"]["padding"] == "pre" else list(range(keep)))
     shown = np.tanh(values) if transform == "tanh" else values
     heat = diverging(shown[steps][:, chosen].T)  # (cells, steps, 3)
     tracks = _tracks(p, rows, steps)

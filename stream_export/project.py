@@ -57,6 +57,21 @@ class Project:
         """Committed documents according to the journal."""
         return self.journal["committed"]["documents"] if self.journal else None
 
+    @property
+    def skip_padding(self) -> bool:
+        """Whether only the rows of real tokens were written (--skip-padding)."""
+        return bool(self.journal and self.journal["config"].get("skip_padding"))
+
+    def doc_rows(self, docs) -> list[tuple[int, int]]:
+        """Each document's row range [start, stop): d*T..(d+1)*T, or with --skip-padding its real tokens,
+        from meta's documents/start and documents/length."""
+        t = self.max_len
+        if not self.skip_padding:
+            return [(d * t, (d + 1) * t) for d in docs]
+        with open_hdf5(self.path("meta")) as f:
+            start, length = f["documents/start"], f["documents/length"]
+            return [(int(start[d]), int(start[d]) + min(int(length[d]), t)) for d in docs]
+
     def path(self, key: str) -> str:
         return os.path.join(self.out, self.files[key])
 

@@ -4,7 +4,8 @@ LSTMVis's fast pattern search covers only the first 500,000 rows and its precise
 2.5 million, so a big export is paired with a sample project that is searchable end to end. The sample of
 OUT is written beside it as OUT + "_sample": a different basename, so LSTMVis lists both projects (two
 folders with the same basename hide each other). It holds the same files and datasets, with the sampled
-documents' rows copied unchanged in document order; the `doc` track keeps the documents' indices in the
+documents' rows copied unchanged in document order (documents/start
+renumbered for the sample); the `doc` track keeps the documents' indices in the
 full export, and its export.json records the source and the sampled indices, so `verify` re-checks it.
 """
 
@@ -53,6 +54,8 @@ def write_sample(out: str, k: int, seed: int = 0, dest: str | None = None, log=N
     _make_room(dest)
     t, n = p.max_len, p.documents
     docs = sample_documents(n, k, seed)
+    rows, total_rows = p.doc_rows(docs), p.journal["committed"]["rows"]
+    sizes = [b - a for a, b in rows]
     tmp = dest + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
@@ -65,24 +68,27 @@ def write_sample(out: str, k: int, seed: int = 0, dest: str | None = None, log=N
         with open_hdf5(p.path(key)) as src, h5py.File(target, "w") as dst:
             dst.attrs.update(src.attrs)
             for path, ds in visit_datasets(src):
-                if ds.ndim and ds.shape[0] == n * t:
-                    _copy_docs(ds, dst, path, docs, t)
+                if path == "documents/start":  # the sampled documents' first rows, in the sample
+                    _copy_ranges(ds, dst, path, [(0, len(docs))])
+                    dst[path][:] = np.cumsum([0] + sizes[:-1])
                 elif path.startswith("documents/") and ds.shape[0] == n:
-                    _copy_docs(ds, dst, path, docs, 1)
+                    _copy_ranges(ds, dst, path, [(d, d + 1) for d in docs])
+                elif ds.ndim and ds.shape[0] == total_rows:
+                    _copy_ranges(ds, dst, path, rows)
                 else:
                     dst.create_dataset(path, data=ds[()])
                 dst[path].attrs.update(ds.attrs)
     yml = dict(p.yml, name=os.path.basename(dest),
                description=f"{len(docs)} of {n} documents of {p.yml.get('name')}, sampled with seed {seed}")
-    journal = _journal(p.journal, dest, docs, seed, out, os.path.join(tmp, p.files["meta"]), t)
+    journal = _journal(p.journal, dest, docs, seed, out, os.path.join(tmp, p.files["meta"]), t, sum(sizes))
     checkpoint.save(tmp, journal)
     with open(os.path.join(tmp, YML), "w", encoding="utf-8") as f:
         yaml.safe_dump(yml, f, sort_keys=False, allow_unicode=True)
     os.replace(tmp, dest)
-    if len(docs) * t > SEARCH_ROWS and log:
-        log(f"note: the sample has {len(docs) * t:,} rows; LSTMVis's fast pattern search covers only the first "
+    if sum(sizes) > SEARCH_ROWS and log:
+        log(f"note: the sample has {sum(sizes):,} rows; LSTMVis's fast pattern search covers only the first "
             f"{SEARCH_ROWS:,} (use --sample-docs {SEARCH_ROWS // t} or fewer to search it all)")
-    return {"out": dest, "documents": len(docs), "rows": len(docs) * t, "source_documents": docs}
+    return {"out": dest, "documents": len(docs), "rows": sum(sizes), "source_documents": docs}
 
 
 def _make_room(dest):
@@ -102,29 +108,34 @@ def _make_room(dest):
     shutil.rmtree(dest)
 
 
-def _copy_docs(ds, dst, path, docs, per_doc):
-    """Copy the rows of the given documents (sorted, per_doc rows each) of ds into a new dataset of the same
-    type, chunking and compression, reading runs of consecutive documents at once."""
-    out = dst.create_dataset(path, shape=(len(docs) * per_doc, *ds.shape[1:]), maxshape=(None, *ds.shape[1:]),
+def _copy_ranges(ds, dst, path, ranges):
+    """Copy the given row ranges (sorted [start, stop) pairs) of ds, one after another, into a new dataset of
+    the same type, chunking and compression, reading runs of adjacent ranges at once."""
+    total = sum(b - a for a, b in ranges)
+    out = dst.create_dataset(path, shape=(total, *ds.shape[1:]), maxshape=(None, *ds.shape[1:]),
                              dtype=ds.dtype, chunks=ds.chunks or True, compression=ds.compression,
                              compression_opts=ds.compression_opts, shuffle=ds.shuffle, fletcher32=ds.fletcher32)
     row_bytes = max(1, int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize)
-    most = max(1, (1 << 24) // (row_bytes * per_doc))  # documents per read, so memory stays bounded
-    j = 0
-    while j < len(docs):
-        run = 1
-        while j + run < len(docs) and run < most and docs[j + run] == docs[j] + run:
-            run += 1
-        out[j * per_doc:(j + run) * per_doc] = ds[docs[j] * per_doc:(docs[j] + run) * per_doc]
-        j += run
+    most = max(1, (1 << 24) // row_bytes)  # rows per read, so memory stays bounded
+    j, at = 0, 0
+    while j < len(ranges):
+        start, stop = ranges[j]
+        while j + 1 < len(ranges) and ranges[j + 1][0] == stop and ranges[j + 1][1] - start <= most:
+            j += 1
+            stop = ranges[j][1]
+        for first in range(start, stop, most):
+            last = min(first + most, stop)
+            out[at:at + last - first] = ds[first:last]
+            at += last - first
+        j += 1
 
 
-def _journal(full, dest, docs, seed, out, meta, t):
+def _journal(full, dest, docs, seed, out, meta, t, rows):
     """The sample's journal: the full export's, for the sampled documents, marked as a sample."""
     config = ExportConfig.from_dict(full["config"]).replace(out=os.path.abspath(dest), sample_docs=0).to_dict()
     with open_hdf5(meta) as f:
         lengths = f["documents/length"][()] if "documents/length" in f else np.full(len(docs), t)
-    committed = {"documents": len(docs), "rows": len(docs) * t, "tokens": int(np.minimum(lengths, t).sum()),
+    committed = {"documents": len(docs), "rows": rows, "tokens": int(np.minimum(lengths, t).sum()),
                  "truncated": int((lengths > t).sum())}
     return {**{k: v for k, v in full.items() if k != "summary"}, "config": config, "committed": committed,
             "totals": {"documents": len(docs), "rows": len(docs) * t},

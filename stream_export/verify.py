@@ -341,6 +341,7 @@ class _Verifier:
         """Re-read K sampled documents from the Parquet inputs, run the model, compare with stored rows."""
         from stream_export.config import ExportConfig
         from stream_export.reader import Columns, iter_batches, open_shards
+        from stream_export.writer import real_tokens
 
         p, j = self.p, self.p.journal
         config = ExportConfig.from_dict(j["config"])
@@ -377,16 +378,29 @@ class _Verifier:
         except (ExportError, StopIteration) as e:
             self.add("input-changed", "inputs", f"the sampled documents cannot be re-read ({e})")
             return
+        lengths = np.concatenate([b.lengths for b in batches])
+        # the timesteps written per document: all of them, or with --skip-padding its real tokens
+        self.keep = (real_tokens(lengths, t, config.padding) if config.skip_padding
+                     else np.ones((len(local), t), dtype=bool))
+        try:
+            self.rows = p.doc_rows(local)
+        except (OSError, KeyError) as e:
+            self.add("meta-mismatch", f"{p.files['meta']}:documents/start", f"the documents' rows cannot be "
+                     f"found ({e}); re-export")
+            return
         self.compare_inputs(local, batches, source, t)
         self.compare_states(config, local, np.concatenate([b.tokens for b in batches]), t)
 
     def compare_inputs(self, local, batches, source, t):
         """Stored words and meta rows of the sampled documents against the Parquet inputs."""
-        expected = {"words": np.concatenate([b.tokens for b in batches]).reshape(len(local), t),
-                    "doc": np.repeat(np.array([source[d] for d in local])[:, None], t, axis=1),
+        def rows(per_doc):  # (n, t) values -> the rows each document has in the project
+            return [v[k] for v, k in zip(per_doc, self.keep)]
+
+        expected = {"words": rows(np.concatenate([b.tokens for b in batches]).reshape(len(local), t)),
+                    "doc": rows(np.repeat(np.array([source[d] for d in local])[:, None], t, axis=1)),
                     "documents/length": np.concatenate([b.lengths for b in batches])}
         if batches[0].labels is not None:
-            expected["label"] = np.repeat(np.concatenate([b.labels for b in batches])[:, None], t, axis=1)
+            expected["label"] = rows(np.repeat(np.concatenate([b.labels for b in batches])[:, None], t, axis=1))
         if batches[0].doc_ids is not None:
             expected["documents/id"] = np.concatenate([b.doc_ids for b in batches])
         wkey, wpath = self.p.words_source()
@@ -428,7 +442,7 @@ class _Verifier:
             if o.file != "states":
                 continue  # prediction tracks: the meta checks cover them
             path = o.path
-            fresh = fresh.reshape(len(local), t, -1)
+            fresh = [s[k] for s, k in zip(fresh.reshape(len(local), t, -1), self.keep)]
             key = self.states_key(path)
             got = self.read_docs(key, path, local, per_doc=False, t=t)
             if got is None or (key, path) in self.broken:
@@ -472,7 +486,7 @@ class _Verifier:
                 ds = f[path]
                 if per_doc:
                     return [ds[d] if d < ds.shape[0] else None for d in local]
-                return [ds[d * t:(d + 1) * t] if (d + 1) * t <= ds.shape[0] else None for d in local]
+                return [ds[a:b] if b <= ds.shape[0] else None for a, b in self.rows]
         except OSError:
             return None
 
