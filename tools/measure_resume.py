@@ -2,7 +2,7 @@
 from `stream-export resume` to its first new commit when most of a large export is already done, at two
 output sizes. Prints a markdown table for the README.
 
-    .venv/bin/python tools/measure_resume.py [--docs 2000] [--scale 8] [--dir /tmp/measure_resume]
+    .venv/bin/python tools/measure_resume.py [--docs 20000] [--scale 4] [--dir /tmp/measure_resume]
 """
 
 import argparse
@@ -39,8 +39,8 @@ def wait(pred, timeout=600):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--docs", type=int, default=2000)
-    ap.add_argument("--scale", type=int, default=8)
+    ap.add_argument("--docs", type=int, default=20000)
+    ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--dir", default="/tmp/measure_resume")
     a = ap.parse_args()
     import keras
@@ -72,6 +72,8 @@ def main():
             target = (committed(out) or 0) + commit_rows + (i * commit_rows) // 5
             wait(lambda: (committed(out) or 0) >= target or proc.poll() is not None)
             time.sleep(0.2 + 0.1 * i)
+            if proc.poll() is not None:
+                sys.exit(f"the export finished before kill {i + 1}; use more --docs")
             proc.kill()
             proc.wait()
             with h5py.File(os.path.join(out, "states.hdf5"), "r") as f:
