@@ -207,7 +207,11 @@ class _Run:
         self.stop_signal = None
 
     def loop(self, batches, state_model, with_labels, with_ids):
+        from concurrent.futures import ThreadPoolExecutor, wait
+
         from stream_export.tfdata import state_batches
+
+        self.syncer, self.pending = ThreadPoolExecutor(1, thread_name_prefix="commit"), None
 
         done = dict(self.journal["committed"])
         max_len = self.journal["max_len"]
@@ -219,7 +223,7 @@ class _Run:
                 try:
                     rows = self.writer.append(batch, states)
                 except DiskFull:
-                    self.commit(done)  # keep what fits; the flush needs far less than the margin
+                    self.commit(done, wait=True)  # keep what fits; the flush needs far less than the margin
                     raise
                 n = len(batch.tokens)
                 done["documents"] += n
@@ -230,25 +234,44 @@ class _Run:
                 _pause_for_tests("batch")
                 if (self.stop_signal or done["rows"] - last_rows >= self.config.commit_rows
                         or time.monotonic() - last_time >= self.config.commit_seconds):
-                    self.commit(done)
+                    self.commit(done, wait=bool(self.stop_signal))
                     last_rows, last_time = done["rows"], time.monotonic()
                 if self.stop_signal:
                     raise Interrupted(f"stopped by {signal.Signals(self.stop_signal).name} after committing "
                                       f"{done['documents']:,} of {self.journal['totals']['documents']:,} "
                                       f"documents; continue with: stream-export resume {self.out}")
-            self.commit(done)
+            self.commit(done, wait=True)
         finally:
+            if self.pending is not None:  # after another error: let the sync end before the files close
+                wait([self.pending])
+            self.syncer.shutdown()
             for s, handler in previous.items():
                 signal.signal(s, handler)
             progress.close()
 
-    def commit(self, done):
-        """Make everything written so far durable: flush the HDF5 files, then replace the journal."""
+    def commit(self, done, wait=False):
+        """Make everything written so far durable: flush the HDF5 files; then fsync them and replace the
+        journal, in a background thread while the next batches are computed (with wait, before returning).
+        One commit is in flight at a time, and its journal is written only once its rows are on disk."""
         self.writer.flush()
         position = locate(self.shards, done["documents"]) if done["documents"] < self.journal["totals"]["documents"] else None
-        self.journal["committed"] = dict(done, next_shard=position[0] if position else None,
-                                         next_row=position[1] if position else None)
-        _save(self.out, self.journal)
+        committed = dict(done, next_shard=position[0] if position else None,
+                         next_row=position[1] if position else None)
+        self.settle()
+        self.pending = self.syncer.submit(self._persist, committed)
+        if wait:
+            self.settle()
+
+    def _persist(self, committed):
+        self.writer.sync()
+        _save(self.out, dict(self.journal, committed=committed))
+        self.journal["committed"] = committed
+
+    def settle(self):
+        """Wait for the commit in flight, raising its error if it failed."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
 
     def _on_signal(self, signum, frame):
         if self.stop_signal is not None and signum == signal.SIGINT:

@@ -61,6 +61,7 @@ class ProjectWriter:
                 import h5py
                 _dataset(self.files["meta"], "documents/id", (), h5py.string_dtype("utf-8"), chunk_rows=4096)
             self.flush()
+        self.fds = [f.id.get_vfd_handle() for f in self.files.values()]
         self.row_sets = [self.files[o.file][o.path] for o in outputs] + [self.files["train"]["words"]]
         meta = self.files["meta"]
         self.row_sets += [meta[k] for k in ("label", "doc") if k in meta]
@@ -134,15 +135,26 @@ class ProjectWriter:
             ds.resize(docs, axis=0)
 
     def flush(self):
+        """Hand everything written so far, HDF5's own caches included, to the kernel (not to the disk: see
+        sync)."""
         try:
             for f in self.files.values():
                 f.flush()
         except (OSError, RuntimeError) as e:
             raise _io_error(f"flushing the HDF5 files in {self.out}", e) from e
 
+    def sync(self):
+        """fsync the files, so that what the last flush handed over survives a power loss too. Makes no
+        HDF5 call, so it may run in another thread while the next batches are appended."""
+        try:
+            for fd in self.fds:
+                os.fsync(fd)
+        except OSError as e:
+            raise _io_error(f"syncing the HDF5 files in {self.out} to disk", e) from e
+
     def close(self, check: bool = True):
         """Close every file; with check=False (cleaning up after another error) failures are ignored."""
-        files, self.files = self.files, {}
+        files, self.files, self.fds = self.files, {}, []
         self.row_sets = self.doc_sets = []  # dataset handles must not outlive their files
         error = None
         for f in files.values():
