@@ -118,10 +118,15 @@ def _config(a) -> ExportConfig:
     except ValueError:
         raise ConfigError(f"--commit-every takes N (rows) or Ns (seconds); got {spec!r}") from None
     split = lambda text: tuple(x.strip() for x in text.split(",")) if text is not None else None  # noqa: E731
-    absolute = lambda path: os.path.abspath(path) if path is not None else None  # noqa: E731
+
+    def absolute(path, option):
+        if path is not None and not path.strip():  # abspath('') would quietly mean the current folder
+            raise ConfigError(f"{option} is empty: give a path")
+        return os.path.abspath(path) if path is not None else None
+
     return ExportConfig(
-        model=absolute(a.model), inputs=tuple(absolute(i) for i in a.input), out=absolute(a.out),
-        vocab=absolute(a.vocab), tokens_column=a.tokens_column, label_column=a.label_column,
+        model=absolute(a.model, "--model"), inputs=tuple(absolute(i, "--input") for i in a.input),
+        out=absolute(a.out, "--out"), vocab=absolute(a.vocab, "--vocab"), tokens_column=a.tokens_column, label_column=a.label_column,
         id_column=a.id_column, label_names=split(a.label_names), max_len=a.max_len, padding=a.padding,
         truncating=a.truncating, pad_value=a.pad_value, layers=split(a.layers), batch_size=a.batch_size,
         commit_rows=commit_rows, commit_seconds=commit_seconds, cell_states=a.cell_states,
@@ -140,11 +145,14 @@ def main(argv=None) -> int:
         from stream_export import pipeline
 
         if a.command == "resume":
+            _check_summary_path(a.summary_json)
             summary = pipeline.resume(os.path.abspath(a.out), quiet=a.quiet)
         else:
             if a.overwrite and a.resume:
                 raise ConfigError("--overwrite and --resume contradict each other: choose one")
-            summary = pipeline.export(_config(a), overwrite=a.overwrite, resume=a.resume, quiet=a.quiet)
+            config = _config(a)
+            _check_summary_path(a.summary_json)
+            summary = pipeline.export(config, overwrite=a.overwrite, resume=a.resume, quiet=a.quiet)
     except ExportError as e:
         print(f"stream-export: error: {e}", file=sys.stderr)
         if getattr(e, "hdf5_broken", False) and argv is None:  # the HDF5 library cannot be shut down
@@ -157,6 +165,16 @@ def main(argv=None) -> int:
     if not a.quiet:
         print(_describe(summary), file=sys.stderr)
     return 0
+
+
+def _check_summary_path(path):
+    """Refuse a --summary-json that cannot be written before the export runs, not after."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ConfigError(f"--summary-json {path} cannot be written: give a file in an existing, "
+                          "writable folder")
 
 
 def _describe(s) -> str:

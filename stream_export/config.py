@@ -64,6 +64,14 @@ class ExportConfig:
             raise ConfigError(f"--batch-size must be at least 1; got {self.batch_size}")
         if self.commit_rows < 1 or self.commit_seconds <= 0:
             raise ConfigError("--commit-every must be positive")
+        if self.label_names is not None:
+            blank = [i for i, name in enumerate(self.label_names) if not name.strip()]
+            if blank:
+                raise ConfigError(f"--label-names has an empty name for class {blank[0]}: give every class "
+                                  "a name (LSTMVis drops a dict line without one)")
+            twice = sorted({n for n in self.label_names if self.label_names.count(n) > 1})
+            if twice:
+                raise ConfigError(f"--label-names gives {twice[0]!r} to two classes: names must differ")
         if self.label_names is not None and self.label_column is None:
             raise ConfigError("--label-names needs --label-column (the column holding each document's class)")
         if self.sample_docs < 0:

@@ -88,9 +88,11 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
             writer.close(check=False)
             if journal["committed"]["documents"] == 0 and not isinstance(e, Interrupted):
                 _remove_ours(out, remove_folder=created)  # a failed fresh export leaves nothing behind
+                _restore_previous(out, log)
             raise
         journal["summary"] = _summary(out, journal, time.monotonic() - started)
         _save(out, journal)
+        shutil.rmtree(os.path.join(out, PREVIOUS), ignore_errors=True)  # replaced for good now
         if config.sample_docs:  # cut from the finished files: no second model run
             from stream_export.sample import write_sample
 
@@ -143,13 +145,42 @@ def _max_len(config, fixed):
     return fixed
 
 
+PREVIOUS = ".stream_export-previous"
+"""Where --overwrite keeps the export it replaces until the new one is complete."""
+
+
 def _clear(out, journal, overwrite):
+    """Make way for a new export. With overwrite, a complete export (or a project that is not ours) is
+    moved aside into PREVIOUS (its lstm.yml renamed, so LSTMVis does not see it), to be restored if the new
+    export fails before its first commit, and deleted once the new one is complete. An incomplete export
+    is simply replaced."""
     present = [f for f in OUR_FILES if os.path.exists(os.path.join(out, f))]
     if present and not overwrite:
+        if journal:
+            advice = f"use `stream-export resume {out}` to continue it, or --overwrite to replace it"
+        else:
+            advice = "choose another --out, or --overwrite to replace them"
         what = "an export" if journal else f"files of an LSTMVis project ({', '.join(present)})"
-        raise OutputError(f"{out} already holds {what}; use `stream-export resume {out}` to continue it, "
-                          "or --overwrite to replace it")
+        raise OutputError(f"{out} already holds {what}; {advice}")
+    if present and (journal is None or journal.get("complete")):
+        keep = os.path.join(out, PREVIOUS)
+        shutil.rmtree(keep, ignore_errors=True)
+        os.makedirs(keep)
+        for name in present:
+            os.replace(os.path.join(out, name), os.path.join(keep, name + (".off" if name == "lstm.yml" else "")))
     _remove_ours(out, remove_folder=False)
+
+
+def _restore_previous(out, log):
+    """Put back the export that --overwrite moved aside; True when there was one."""
+    keep = os.path.join(out, PREVIOUS)
+    if not os.path.isdir(keep):
+        return False
+    for name in os.listdir(keep):
+        os.replace(os.path.join(keep, name), os.path.join(out, name.removesuffix(".off")))
+    os.rmdir(keep)
+    log(f"the export that --overwrite was replacing is back in {out}, unchanged")
+    return True
 
 
 def _remove_ours(out, remove_folder):

@@ -220,6 +220,44 @@ def test_existing_export_is_not_overwritten_without_flag(models, corpus, tmp_pat
     assert read(out, "states.hdf5", "states1").shape[1] == 4
 
 
+def test_failed_overwrite_keeps_the_previous_export(models, tmp_path, capsys):
+    """--overwrite replaces an export only once the new one commits: bad data found mid-stream (after the
+    old files were moved aside) puts the old export back, byte for byte."""
+    rng = np.random.default_rng(3)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir(), bad.mkdir()
+    docs = random_docs(rng, 40)
+    write_shard(good / "a.parquet", docs)
+    write_shard(bad / "a.parquet", docs[:30] + [[1, 2, 99]] + docs[31:])  # 99: beyond the embedding's 30
+    out = tmp_path / "proj"
+    assert run("--model", models["classic"], "--input", good, "--out", out, "--batch-size", 4) == 0
+    before = {name: (out / name).read_bytes() for name in sorted(os.listdir(out)) if not name.startswith(".")}
+    assert run("--model", models["classic"], "--input", bad, "--out", out, "--batch-size", 4,
+               "--commit-every", 10**6, "--overwrite") == 3
+    assert "row 30" in capsys.readouterr().err
+    after = {name: (out / name).read_bytes() for name in sorted(os.listdir(out)) if not name.startswith(".")}
+    assert after == before
+    assert run("--model", models["stacked"], "--input", good, "--out", out, "--overwrite") == 0
+    assert read(out, "states.hdf5", "states1").shape[1] == 4
+    assert not (out / ".stream_export-previous").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", ""], "--out is empty"),
+    (["--out", "proj", "--input", " "], "--input is empty"),
+    (["--out", "proj", "--summary-json", "."], "--summary-json . cannot be written"),
+    (["--out", "proj", "--summary-json", "no/such/folder/s.json"], "cannot be written"),
+    (["--out", "proj", "--label-column", "label", "--label-names", "a,,b"], "empty name for class 1"),
+    (["--out", "proj", "--label-column", "label", "--label-names", "a,b,a"], "'a' to two classes"),
+])
+def test_bad_options_are_refused_before_anything_is_written(models, corpus, tmp_path, monkeypatch, capsys,
+                                                             args, message):
+    monkeypatch.chdir(tmp_path)
+    assert run("--model", models["classic"], "--input", corpus["dir"], *args) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["corpus"]
+
+
 def test_help_does_not_import_tensorflow():
     code = ("import sys\nfrom stream_export.cli import main\n"
             "try:\n    main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
