@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import tempfile
 
 from stream_export.config import ExportConfig
 from stream_export.errors import ConfigError, ExportError
@@ -140,6 +142,8 @@ def main(argv=None) -> int:
     try:
         if a.command == "status":
             return _status(a.out, a.json)
+        if a.command in ("export", "resume", "verify"):
+            _start_tensorflow()
         if a.command in _TOOLS:
             return _TOOLS[a.command](a)
         from stream_export import pipeline
@@ -165,6 +169,33 @@ def main(argv=None) -> int:
     if not a.quiet:
         print(_describe(summary), file=sys.stderr)
     return 0
+
+
+TF_CHATTER = re.compile(r"WARNING: All log messages before absl::InitializeLog|[IW]\d{4} |E\d{4} .*cuInit"
+                        r"|To enable the following instructions")
+"""TensorFlow's C++ start-up lines on a machine without a GPU, which TF_CPP_MIN_LOG_LEVEL no longer silences."""
+
+
+def _start_tensorflow():
+    """Import TensorFlow and look for GPUs with file descriptor 2 sent to a temporary file, then show what
+    it wrote except the usual start-up chatter, so that our one-line messages are not buried under it."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines():
+                if not TF_CHATTER.match(line):
+                    print(line, file=sys.stderr)
 
 
 def _check_summary_path(path):

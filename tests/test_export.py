@@ -258,6 +258,16 @@ def test_bad_options_are_refused_before_anything_is_written(models, corpus, tmp_
     assert sorted(os.listdir(tmp_path)) == ["corpus"]
 
 
+def test_an_error_is_one_line_not_buried_under_tensorflow_chatter(models, corpus, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    p = subprocess.run([sys.executable, "-m", "stream_export", "export", "--model", models["classic"],
+                        "--input", corpus["dir"], "--out", str(tmp_path / "proj"), "--max-len", "7"],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 2
+    assert p.stderr.splitlines() == ["stream-export: error: --max-len 7 conflicts with the model's fixed input "
+                                     "length 6; drop --max-len or use a model built for that length"]
+
+
 def test_help_does_not_import_tensorflow():
     code = ("import sys\nfrom stream_export.cli import main\n"
             "try:\n    main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
