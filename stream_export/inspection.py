@@ -161,8 +161,13 @@ def describe(info: dict) -> str:
         s = info["sample"]
         lines.append(f"  sample of {s['source']}: {len(s['documents'])} documents, seed {s['seed']}")
     if info["documents"] is not None:
-        lines.append(f"  documents: {info['documents']:,} x {info['max_len']} timesteps = "
-                     f"{info['documents'] * info['max_len']:,} rows")
+        if (info.get("config") or {}).get("skip_padding"):
+            rows = info["committed"]["rows"]
+            lines.append(f"  documents: {info['documents']:,} of up to {info['max_len']} timesteps, "
+                         f"{rows:,} rows (real tokens only: --skip-padding)")
+        else:
+            lines.append(f"  documents: {info['documents']:,} x {info['max_len']} timesteps = "
+                         f"{info['documents'] * info['max_len']:,} rows")
     n = info["tokens_per_document"]
     if n and n["min"] is not None:
         lines.append(f"  tokens per document: min {n['min']:,}, median {n['median']:,g}, max {n['max']:,}"
@@ -176,7 +181,10 @@ def describe(info: dict) -> str:
         lines.append(f"  vocabulary: {v['entries']:,} entries in {v['file']}"
                      + (f", {v['unreadable_lines']} lines LSTMVis cannot read" if v["unreadable_lines"] else ""))
     if info["labels"]:
-        lines.append("  labels: " + ", ".join(f"{l['name'] or l['id']} {l['documents']:,}" for l in info["labels"]))
+        without = ", documents without tokens have no rows and are not counted" \
+            if (info.get("config") or {}).get("skip_padding") else ""
+        lines.append("  labels: " + ", ".join(f"{l['name'] or l['id']} {l['documents']:,}" for l in info["labels"])
+                     + without)
     if info["meta_tracks"]:
         lines.append("  meta tracks: " + ", ".join(info["meta_tracks"]))
     lines.append("  datasets:")

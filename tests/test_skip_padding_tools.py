@@ -82,3 +82,15 @@ def test_preview_shows_the_documents_real_tokens(skipped, tmp_path):
             continue
         drawn = pv.preview(skipped["out"], d, str(tmp_path / "p.png"))
         assert drawn["steps"] == list(range(skipped["kept"][d]))
+
+
+def test_status_and_inspect_count_the_rows_written(skipped, capsys):
+    from stream_export.cli import main
+
+    rows = sum(skipped["kept"])
+    assert main(["status", skipped["out"]]) == 0
+    assert f"rows {rows:,} / {rows:,}\n" in capsys.readouterr().out
+    assert main(["inspect", skipped["out"]]) == 0
+    text = capsys.readouterr().out
+    assert f"documents: {N:,} of up to {T} timesteps, {rows:,} rows (real tokens only" in text
+    assert "documents without tokens have no rows and are not counted" in text
