@@ -35,6 +35,11 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
 
     model = modelmod.load_model(config.model)
     max_len = _max_len(config, modelmod.input_length(model))
+    max_token = modelmod.max_token_id(model)
+    if config.pad_value < 0 or (max_token is not None and config.pad_value > max_token):
+        raise ConfigError(f"--pad-value {config.pad_value} is not a token id the model accepts (0..{max_token}, "
+                          "its embedding's input_dim - 1)" if max_token is not None else
+                          f"--pad-value {config.pad_value} is negative: give the padding token's id")
     built = modelmod.build_state_model(model, config.layers, cell_states=config.cell_states,
                                        predictions=config.predictions, timesteps=max_len)
     state_model, layers, outputs = built.model, built.layers, built.outputs
@@ -76,7 +81,7 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
             writer.truncate(committed["documents"], committed["rows"])
             batches = iter_batches(shards, columns, max_len, config.batch_size, padding=config.padding,
                                    truncating=config.truncating, pad_value=config.pad_value,
-                                   start_doc=committed["documents"], max_token=modelmod.max_token_id(model))
+                                   start_doc=committed["documents"], max_token=max_token)
             if vocab is not None:
                 batches = _check_vocab(batches, vocab, config.pad_value, shards, config)
             _Run(config, journal, writer, shards, quiet, log).loop(

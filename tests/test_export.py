@@ -204,6 +204,15 @@ def test_max_len_rules(models, corpus, tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("value, message", [("30", "--pad-value 30 is not a token id the model accepts (0..29"),
+                                            ("-1", "--pad-value -1 is not a token id")])
+def test_pad_value_outside_the_embedding_is_refused(models, corpus, tmp_path, capsys, value, message):
+    assert run("--model", models["classic"], "--input", corpus["dir"], "--out", tmp_path / "a",
+               "--pad-value", value) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
 def test_model_without_recurrent_layer_is_refused(models, corpus, tmp_path, capsys):
     assert run("--model", models["dense"], "--input", corpus["dir"], "--out", tmp_path / "a") == 4
     assert "no recurrent layer" in capsys.readouterr().err
