@@ -2,9 +2,10 @@
 bounded by the commit interval) and the time from `stream-export resume` to its first new commit when most
 of a large export is already done, at two output sizes. Prints a markdown table for the README.
 
-Lost work is timed, not counted: rows past the last commit never reach the file's metadata, so after a kill
-the datasets always end at the commit. The tool watches the journal, and at each kill takes the seconds
-since the last commit times the rows per second between the last two commits. Dirty pages a killed run
+Lost work is timed, not counted: rows past the last flush never reach the file's metadata, so after a kill
+the datasets end at most one commit past the journal. The tool watches the journal, and at each kill takes
+the seconds since the last commit times the rows per second between the last two commits. Dirty pages a
+killed run
 left behind are written out (`sync`) before timing a resume, so the figure is the resume's own cost.
 
     .venv/bin/python tools/measure_resume.py [--docs 20000] [--scale 4] [--dir /tmp/measure_resume]
@@ -100,7 +101,7 @@ def main():
             (t1, r1), (t2, r2) = commits[-2:]
             lost.append((killed - t2, (killed - t2) * (r2 - r1) / (t2 - t1)))
             with h5py.File(os.path.join(out, "states.hdf5"), "r") as f:
-                assert f["states1"].shape[0] == committed(out)  # the files end exactly at the last commit
+                assert f["states1"].shape[0] >= committed(out)  # every committed row is there
         proc = subprocess.Popen([sys.executable, "-m", "stream_export", "resume", out, "--quiet"])
         wait(lambda: committed(out) >= 0.9 * n * T or proc.poll() is not None)
         proc.kill()
