@@ -5,8 +5,7 @@ of a large export is already done, at two output sizes. Prints a markdown table 
 Lost work is timed, not counted: rows past the last flush never reach the file's metadata, so after a kill
 the datasets end at most one commit past the journal. The tool watches the journal, and at each kill takes
 the seconds since the last commit times the rows per second between the last two commits. Dirty pages a
-killed run
-left behind are written out (`sync`) before timing a resume, so the figure is the resume's own cost.
+killed run left behind are written out (`sync`) before timing a resume, so the figure is the resume's own cost.
 
     .venv/bin/python tools/measure_resume.py [--docs 20000] [--scale 4] [--dir /tmp/measure_resume]
 """
