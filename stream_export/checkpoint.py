@@ -68,6 +68,21 @@ def file_fingerprint(path: str, whole: bool = False) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
 
 
+def holder(out: str) -> str | None:
+    """Who holds OUT's folder lock ('pid N on HOST'), or None when no live process does."""
+    try:
+        fd = os.open(os.path.join(out, LOCK), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except OSError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)
+
+
 class FolderLock:
     """An exclusive flock on OUT/.stream_export.lock; the file names the holder for the next one asking."""
 

@@ -223,7 +223,9 @@ def _status(out, as_json) -> int:
         print(f"stream-export: error: {out} holds no export", file=sys.stderr)
         return 6
     c, t = journal["committed"], journal["totals"]
-    info = {"out": out, "complete": journal["complete"], "resumable": not journal["complete"],
+    running = checkpoint.holder(out)
+    info = {"out": out, "complete": journal["complete"], "running": running,
+            "resumable": not journal["complete"] and running is None,
             "committed_documents": c["documents"], "total_documents": t["documents"],
             "committed_rows": c["rows"], "total_rows": t["rows"],
             "percent": round(100 * c["documents"] / t["documents"], 2) if t["documents"] else 100.0,
@@ -231,7 +233,8 @@ def _status(out, as_json) -> int:
     if as_json:
         print(json.dumps(info, indent=1))
     else:
-        state = "complete" if info["complete"] else f"incomplete, resume with: stream-export resume {out}"
+        state = ("complete" if info["complete"] else f"running, exported by {running}" if running
+                 else f"incomplete, resume with: stream-export resume {out}")
         skip = journal["config"].get("skip_padding")  # rows of real tokens only: their total is unknown
         total = f"at most {t['rows']:,}" if skip and not info["complete"] else f"{c['rows'] if skip else t['rows']:,}"
         print(f"{out}: {state}\n  documents {c['documents']:,} / {t['documents']:,} ({info['percent']}%)\n"

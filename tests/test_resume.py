@@ -193,10 +193,13 @@ def test_status_reports_progress(big, models, tmp_path, capsys):
     out = tmp_path / "out"
     proc = start(export_args(models["classic"], big["inputs"], out, "--batch-size", 8, "--commit-every", 48))
     assert wait_for(lambda: (committed(out) or 0) >= 80, proc)
+    assert main(["status", str(out)]) == 0
+    assert f"running, exported by pid {proc.pid} on " in capsys.readouterr().out
     proc.kill()
     proc.wait()
     assert main(["status", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
+    assert info["running"] is None
     done = committed(out)
     assert info["committed_documents"] == done and info["total_documents"] == 400
     assert info["committed_rows"] == done * 6 and info["total_rows"] == 2400
