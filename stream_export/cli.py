@@ -164,6 +164,7 @@ def main(argv=None) -> int:
             os._exit(e.exit_code)
         return e.exit_code
     if a.summary_json:
+        os.makedirs(os.path.dirname(os.path.abspath(a.summary_json)), exist_ok=True)
         with open(a.summary_json, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=1)
     if not a.quiet:
@@ -199,13 +200,15 @@ def _start_tensorflow():
 
 
 def _check_summary_path(path):
-    """Refuse a --summary-json that cannot be written before the export runs, not after."""
+    """Refuse a --summary-json that cannot be written before the export runs, not after. Its folder may
+    not exist yet (it is made when the summary is written), but the nearest one that does must be writable."""
     if path is None:
         return
     folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
     if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise ConfigError(f"--summary-json {path} cannot be written: give a file in an existing, "
-                          "writable folder")
+        raise ConfigError(f"--summary-json {path} cannot be written: give a file path in a writable folder")
 
 
 def _describe(s) -> str:

@@ -185,7 +185,7 @@ def test_lstm_yml_resolves_and_lengths_agree(models, corpus, tmp_path):
 
 
 def test_summary_json(models, corpus, tmp_path):
-    out, summary = tmp_path / "proj", tmp_path / "summary.json"
+    out, summary = tmp_path / "proj", tmp_path / "runs" / "summary.json"  # runs/ is made for it
     assert run("--model", models["classic"], "--input", corpus["dir"], "--out", out,
                "--summary-json", summary) == 0
     s = json.loads(summary.read_text())
@@ -255,7 +255,7 @@ def test_failed_overwrite_keeps_the_previous_export(models, tmp_path, capsys):
     (["--out", ""], "--out is empty"),
     (["--out", "proj", "--input", " "], "--input is empty"),
     (["--out", "proj", "--summary-json", "."], "--summary-json . cannot be written"),
-    (["--out", "proj", "--summary-json", "no/such/folder/s.json"], "cannot be written"),
+    (["--out", "proj", "--summary-json", "corpus/a.parquet/s.json"], "cannot be written"),
     (["--out", "proj", "--label-column", "label", "--label-names", "a,,b"], "empty name for class 1"),
     (["--out", "proj", "--label-column", "label", "--label-names", "a,b,a"], "'a' to two classes"),
 ])
