@@ -370,11 +370,12 @@ class _Verifier:
         source = j["sample"]["documents"] if j.get("sample") else list(range(docs))
         self.sampled = local
         columns = Columns(config.tokens_column, config.label_column, config.id_column, config.label_names)
+        rows_in_input = self.input_positions(local, source)
         try:
             shards = open_shards(sorted(fp["shards"]), columns)
             batches = [next(iter_batches(shards, columns, t, 1, padding=config.padding,
                                          truncating=config.truncating, pad_value=config.pad_value,
-                                         start_doc=source[d])) for d in local]
+                                         start_doc=rows_in_input[i])) for i in range(len(local))]
         except (ExportError, StopIteration) as e:
             self.add("input-changed", "inputs", f"the sampled documents cannot be re-read ({e})")
             return
@@ -390,6 +391,14 @@ class _Verifier:
             return
         self.compare_inputs(local, batches, source, t)
         self.compare_states(config, local, np.concatenate([b.tokens for b in batches]), t)
+
+    def input_positions(self, local, source):
+        """Global Parquet index of each sampled document: meta documents/source where bad documents were
+        skipped (--on-error skip), else its index in the export."""
+        with open_hdf5(self.p.path("meta")) as f:
+            if "documents/source" in f:
+                return [int(f["documents/source"][d]) for d in local]
+        return [source[d] for d in local]
 
     def compare_inputs(self, local, batches, source, t):
         """Stored words and meta rows of the sampled documents against the Parquet inputs."""
