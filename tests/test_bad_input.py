@@ -1,0 +1,444 @@
+"""Bad input never corrupts an export: each case ends in a clear error naming the shard/row/column (or file,
+layer), the documented exit code, and a folder holding exactly the last commit (or nothing, when fresh);
+with --on-error skip the bad documents are left out, counted and listed in skipped.tsv."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from keras.utils import pad_sequences
+
+from conftest import VOCAB, random_docs, write_shard
+from stream_export.cli import main
+from stream_export.vocab import read_dict_like_lstmvis, unescape
+
+T = 6  # the classic model's fixed input length
+
+
+def run(*args):
+    return main(["export", "--quiet", *map(str, args)])
+
+
+def datasets(out):
+    """Every dataset of the project's HDF5 files, and its text files (the journal's commit, not its times)."""
+    found = {}
+    for name in ("states.hdf5", "train.hdf5", "meta.hdf5"):
+        if os.path.exists(os.path.join(out, name)):
+            with h5py.File(os.path.join(out, name), "r") as f:
+                f.visititems(lambda p, o: found.__setitem__(f"{name}/{p}", o[()])
+                             if isinstance(o, h5py.Dataset) else None)
+    for name in ("words.dict", "labels.dict", "lstm.yml", "skipped.tsv"):
+        if os.path.exists(os.path.join(out, name)):
+            found[name] = open(os.path.join(out, name), "rb").read()
+    if os.path.exists(os.path.join(out, "export.json")):
+        found["committed"] = json.load(open(os.path.join(out, "export.json")))["committed"]
+    return found
+
+
+def assert_same(a, b):
+    assert sorted(a) == sorted(b)
+    for key in a:
+        if isinstance(a[key], dict):
+            assert a[key] == b[key], key
+        else:
+            assert np.array_equal(a[key], b[key]), key
+
+
+def assert_prefix(out, clean, docs):
+    """The folder holds exactly the first `docs` documents of the clean export, bit for bit, and nothing
+    beyond them: every row dataset docs * T rows, every documents/* dataset docs entries."""
+    got, want = datasets(out), datasets(clean)
+    assert not os.path.exists(os.path.join(out, "lstm.yml"))
+    for key, value in want.items():
+        if not key.endswith("hdf5") and ".hdf5/" not in key:
+            continue
+        n = docs if "/documents/" in key else docs * T
+        assert got[key].shape[0] == n, key
+        assert np.array_equal(got[key], value[:n]), key
+        assert got[key].dtype == value.dtype, key
+
+
+def error(capsys):
+    return capsys.readouterr().err
+
+
+@pytest.fixture
+def good(tmp_path):
+    """Shard a.parquet of 8 good labelled documents; the clean export of just them."""
+    rng = np.random.default_rng(3)
+    docs = random_docs(rng, 8, vocab=VOCAB - 1)  # ids 1..28: the vocabulary tests leave out 29
+    labels = rng.integers(0, 3, 8).tolist()
+    d = tmp_path / "in"
+    d.mkdir()
+    write_shard(d / "a.parquet", docs, labels, [f"a{i}" for i in range(8)], row_group_size=3)
+    return {"dir": d, "docs": docs, "labels": labels}
+
+
+def common(model, inputs, out, *extra):
+    return ["--model", model, "--input", inputs, "--out", out, "--batch-size", 2, "--commit-every", 1,
+            "--label-column", "label", "--id-column", "id", *extra]
+
+
+def clean_prefix(models, good, tmp_path):
+    clean = tmp_path / "clean" / "out"
+    assert run(*common(models["classic"], good["dir"] / "a.parquet", clean)) == 0
+    return clean
+
+
+def bad_later_shard(models, good, tmp_path, capsys, docs, labels=None, *extra):
+    """Export a.parquet (good) then b.parquet holding `docs`: must stop with exit 3 after committing every
+    good document of a.parquet, keeping exactly those rows. Returns the error message."""
+    labels = labels or [0] * len(docs)
+    b = write_shard(good["dir"] / "b.parquet", docs, labels, [f"b{i}" for i in range(len(docs))],
+                    row_group_size=2)
+    out = tmp_path / "out"
+    assert run(*common(models["classic"], good["dir"], out, *extra)) == 3
+    message = error(capsys)
+    assert str(b) in message, message
+    committed = json.load(open(out / "export.json"))["committed"]
+    assert committed["documents"] == 8 and committed["source"] == 8  # a's 8 documents, 4 batches of 2
+    good_dir = good["dir"]
+    os.rename(b, tmp_path / "b.parquet")  # the clean export reads a.parquet alone
+    assert_prefix(out, clean_prefix(models, good, tmp_path), 8)
+    os.rename(tmp_path / "b.parquet", b)
+    # resuming meets the same document again and still keeps the commit bit for bit
+    before = datasets(out)
+    assert main(["resume", str(out), "--quiet"]) == 3
+    assert error(capsys).count(str(b)) >= 1
+    assert_same(datasets(out), before)
+    assert good_dir.exists()
+    return message
+
+
+def names(message, *parts):
+    for part in parts:
+        assert re.search(part, message), (part, message)
+    return True
+
+
+# token ids ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [VOCAB, -1])
+def test_token_id_outside_the_embedding_is_caught_on_the_host(models, good, tmp_path, capsys, bad):
+    """TF raises on CPU but returns zero vectors on GPU: the reader checks against the Embedding's
+    input_dim, so the message is ours on every device."""
+    message = bad_later_shard(models, good, tmp_path, capsys, [[1, 2], [3, 4, bad, 5]])
+    assert names(message, r"\brow 1\b", r"\bposition 2\b", f"token id {bad}\\b", "'tokens'",
+                 f"0..{VOCAB - 1} \\(the model's embedding size\\)")
+
+
+# documents ---------------------------------------------------------------------------------------------
+
+def test_null_document(models, good, tmp_path, capsys):
+    message = bad_later_shard(models, good, tmp_path, capsys, [[1], [2], None])
+    assert names(message, r"\brow 2\b", "'tokens' is null")
+
+
+def test_null_token_inside_a_document(models, good, tmp_path, capsys):
+    message = bad_later_shard(models, good, tmp_path, capsys, [[1], [2, 3, None]])
+    assert names(message, r"\brow 1\b", r"\bposition 2\b", "null token id")
+
+
+def test_empty_document_is_valid_and_exports_as_padding(models, tmp_path):
+    docs = [[1, 2], [], [3]]
+    write_shard(tmp_path / "a.parquet", docs)
+    out = tmp_path / "out"
+    assert run("--model", models["classic"], "--input", tmp_path / "a.parquet", "--out", out) == 0
+    with h5py.File(out / "train.hdf5") as f:
+        np.testing.assert_array_equal(f["words"][()], pad_sequences(docs, maxlen=T).flatten())
+    with h5py.File(out / "meta.hdf5") as f:
+        np.testing.assert_array_equal(f["documents/length"][()], [2, 0, 1])
+
+
+@pytest.mark.parametrize("truncating", ["pre", "post"])
+def test_long_documents_are_truncated_and_counted(models, tmp_path, truncating):
+    docs = [list(range(1, 10)), [1, 2], list(range(2, 9)), list(range(1, 7))]
+    write_shard(tmp_path / "a.parquet", docs)
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    assert run("--model", models["classic"], "--input", tmp_path / "a.parquet", "--out", out,
+               "--truncating", truncating, "--summary-json", summary) == 0
+    assert json.load(open(summary))["truncated_documents"] == 2  # 9 and 7 tokens; 6 fits exactly
+    with h5py.File(out / "train.hdf5") as f:
+        np.testing.assert_array_equal(f["words"][()], pad_sequences(docs, maxlen=T, truncating=truncating).flatten())
+
+
+def test_fixed_input_length_differing_from_max_len(models, good, tmp_path, capsys):
+    assert run("--model", models["classic"], "--input", good["dir"], "--out", tmp_path / "out",
+               "--max-len", 9) == 2
+    assert names(error(capsys), "--max-len 9", "fixed input length 6")
+    assert not (tmp_path / "out").exists()
+
+
+# columns -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tokens,kind", [(pa.array([[1.0, 2.5]], pa.list_(pa.float32())), "it is list<.*float>"),
+                                         (pa.array(["the cat"]), "it is string"),
+                                         (pa.array([[[1, 2], [3]]], pa.list_(pa.list_(pa.int32()))),
+                                          "it is list<.*list<.*int32>>")],
+                         ids=["floats", "strings", "nested"])
+def test_token_column_of_the_wrong_type(models, good, tmp_path, capsys, tokens, kind):
+    pq.write_table(pa.table({"tokens": tokens, "label": [0], "id": ["x"]}), good["dir"] / "b.parquet")
+    out = tmp_path / "out"
+    assert run(*common(models["classic"], good["dir"], out)) == 3
+    assert names(error(capsys), re.escape(str(good["dir"] / "b.parquet")), "column 'tokens' must be a list of "
+                 "integers", kind)
+    assert not out.exists()  # fresh export: nothing at all
+
+
+def test_missing_column_lists_the_columns(models, good, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(*common(models["classic"], good["dir"], out, "--tokens-column", "ids")) == 3
+    assert names(error(capsys), "no column 'ids'", "its columns are tokens, label, id", "--tokens-column")
+    assert not out.exists()
+
+
+def test_label_column_with_a_null(models, good, tmp_path, capsys):
+    message = bad_later_shard(models, good, tmp_path, capsys, [[1], [2], [3]], [0, None, 1])
+    assert names(message, r"\brow 1\b", "label column 'label' is null")
+
+
+def test_label_that_is_not_a_class(models, good, tmp_path, capsys):
+    message = bad_later_shard(models, good, tmp_path, capsys, [[1], [2], [3]], [0, 1, 5], "--label-names",
+                              "neg,neu,pos")
+    assert names(message, r"\brow 2\b", "label 5 in column 'label'", r"0\.\.2 \(--label-names\)")
+
+
+# files -------------------------------------------------------------------------------------------------
+
+def test_shards_whose_schemas_differ(models, good, tmp_path, capsys):
+    pq.write_table(pa.table({"tokens": pa.array([[1]], pa.list_(pa.int64())), "label": [0], "id": ["x"]}),
+                   good["dir"] / "b.parquet")
+    assert run(*common(models["classic"], good["dir"], tmp_path / "out")) == 3
+    assert names(error(capsys), re.escape(str(good["dir"] / "a.parquet")),
+                 re.escape(str(good["dir"] / "b.parquet")), "share one schema")
+    assert not (tmp_path / "out").exists()
+
+
+def test_shard_without_rows_or_row_groups_is_exported_as_nothing(models, good, tmp_path):
+    schema = pq.read_schema(good["dir"] / "a.parquet")
+    pq.ParquetWriter(good["dir"] / "b.parquet", schema).close()  # zero rows, zero row groups
+    assert pq.ParquetFile(good["dir"] / "b.parquet").metadata.num_row_groups == 0
+    out = tmp_path / "out"
+    assert run(*common(models["classic"], good["dir"], out)) == 0
+    want = datasets(clean_prefix(models, good, tmp_path))
+    got = datasets(out)
+    for key in want:
+        if ".hdf5/" in key:
+            assert np.array_equal(got[key], want[key]), key
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-parquet"])
+def test_truncated_or_non_parquet_file(models, good, tmp_path, capsys, damage):
+    data = open(good["dir"] / "a.parquet", "rb").read()
+    (good["dir"] / "b.parquet").write_bytes(data[:len(data) // 2] if damage == "truncated" else b"id,tokens\n")
+    assert run(*common(models["classic"], good["dir"], tmp_path / "out")) == 3
+    assert names(error(capsys), re.escape(str(good["dir"] / "b.parquet")), "not a readable Parquet file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_data_pages_keep_the_commit(models, good, tmp_path, capsys):
+    """A shard whose footer reads but whose pages do not (the footer fingerprint cannot see this):
+    the export stops at that shard, names it and the row, and keeps what it committed."""
+    b = write_shard(good["dir"] / "b.parquet", [[1, 2]] * 6, [0] * 6, [f"b{i}" for i in range(6)],
+                    row_group_size=2)
+    raw = bytearray(open(b, "rb").read())
+    column = pq.ParquetFile(b).metadata.row_group(1).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    raw[start + 1:start + column.total_compressed_size - 1] = b"\xab" * (column.total_compressed_size - 2)
+    open(b, "wb").write(bytes(raw))
+    out = tmp_path / "out"
+    assert run(*common(models["classic"], good["dir"], out)) == 3
+    assert names(error(capsys), re.escape(str(b)), r"reading rows from \d+ failed", "damaged")
+    committed = json.load(open(out / "export.json"))["committed"]["documents"]
+    assert committed in (8, 10)  # a.parquet, and b's first row group if pyarrow gave it before failing
+    clean_in = tmp_path / "clean_in"
+    clean_in.mkdir()
+    shutil.copyfile(good["dir"] / "a.parquet", clean_in / "a.parquet")
+    write_shard(clean_in / "b.parquet", [[1, 2]] * 2, [0] * 2, ["b0", "b1"])
+    clean = tmp_path / "clean" / "out"
+    assert run(*common(models["classic"], clean_in, clean)) == 0
+    assert_prefix(out, clean, committed)
+
+
+def test_input_pattern_matching_nothing(models, tmp_path, capsys):
+    assert run("--model", models["classic"], "--input", tmp_path / "nowhere" / "*.parquet",
+               "--out", tmp_path / "out") == 3
+    assert names(error(capsys), "matches no file", "quote the glob")
+    assert not (tmp_path / "out").exists()
+
+
+# vocabulary --------------------------------------------------------------------------------------------
+
+def test_vocabulary_lacking_an_id_that_occurs(models, good, tmp_path, capsys):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("".join(f"w{i}\n" for i in range(VOCAB - 1)), encoding="utf-8")  # no id 29
+    message = bad_later_shard(models, good, tmp_path, capsys, [[1], [2, VOCAB - 1, 3]], None,
+                              "--vocab", vocab)
+    assert names(message, r"\brow 1\b", r"\bposition 1\b", f"token id {VOCAB - 1} in column 'tokens' has no "
+                 "entry in vocabulary", re.escape(str(vocab)))
+
+
+def test_ids_outside_the_vocabulary_are_fine_once_truncated_away(models, tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("".join(f"w{i}\n" for i in range(10)), encoding="utf-8")
+    write_shard(tmp_path / "a.parquet", [[25, 1, 2, 3, 4, 5, 6]])  # pre-truncation drops the 25
+    assert run("--model", models["classic"], "--input", tmp_path / "a.parquet", "--out", tmp_path / "out",
+               "--vocab", vocab) == 0
+
+
+@pytest.mark.parametrize("content,where", [('{"a": 1, "b": 1}', "id 1 is given two tokens, 'a' and 'b'"),
+                                           ('{"a": 1, "": 2}', "id 2 has an empty token")])
+def test_vocabulary_with_two_tokens_for_an_id_or_an_empty_token(models, good, tmp_path, capsys, content, where):
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(content, encoding="utf-8")
+    assert run(*common(models["classic"], good["dir"], tmp_path / "out", "--vocab", vocab)) == 3
+    assert names(error(capsys), re.escape(str(vocab)), re.escape(where))
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_line_in_a_text_vocabulary(models, good, tmp_path, capsys):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("<pad>\na\n\nb\n", encoding="utf-8")
+    assert run(*common(models["classic"], good["dir"], tmp_path / "out", "--vocab", vocab)) == 3
+    assert names(error(capsys), re.escape(str(vocab)), r"line 3 \(id 2\) is empty")
+
+
+def test_whitespace_tokens_are_valid_and_escaped(models, tmp_path):
+    tokens = ["<pad>", "new york", "a\u00a0b", "x\u2028y", "tab\there", "p\u2029", "\u3000"] + \
+             [f"w{i}" for i in range(7, VOCAB)]
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+    write_shard(tmp_path / "a.parquet", [[1, 2, 3, 4, 5, 6]])
+    out = tmp_path / "out"
+    assert run("--model", models["classic"], "--input", tmp_path / "a.parquet", "--out", out,
+               "--vocab", vocab) == 0
+    parsed = read_dict_like_lstmvis(out / "words.dict")
+    assert len(parsed) == VOCAB  # every line survives LSTMVis's split()
+    assert {i: unescape(t) for i, t in parsed.items()} == dict(enumerate(tokens))
+    assert parsed[1] == "new\\u0020york" and parsed[2] == "a\\u00a0b" and parsed[3] == "x\\u2028y"
+
+
+# model files -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt", "not-keras", "no-recurrent-layer"])
+def test_unusable_model_file(models, good, tmp_path, capsys, kind):
+    path = tmp_path / "model.keras"
+    if kind == "corrupt":
+        data = open(models["classic"], "rb").read()
+        path.write_bytes(data[:len(data) // 2])
+    elif kind == "not-keras":
+        path = tmp_path / "model.parquet"
+        shutil.copyfile(good["dir"] / "a.parquet", path)
+    elif kind == "no-recurrent-layer":
+        path = models["dense"]
+    assert run("--model", path, "--input", good["dir"], "--out", tmp_path / "out") == 4
+    message = error(capsys)
+    expected = {"missing": "does not exist", "corrupt": "cannot be loaded", "not-keras": "cannot be loaded",
+                "no-recurrent-layer": "has no recurrent layer"}[kind]
+    assert names(message, expected)
+    if kind != "no-recurrent-layer":
+        assert str(path) in message
+    assert not (tmp_path / "out").exists()
+
+
+# non-finite states -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nan_model(models, tmp_path_factory):
+    """The classic model with a NaN embedding for token 7: every document holding a 7 gets NaN states."""
+    import keras
+
+    model = keras.models.load_model(models["classic"], compile=False)
+    embedding = next(l for l in model.layers if type(l).__name__ == "Embedding")
+    weights = embedding.get_weights()
+    weights[0][7] = np.nan
+    embedding.set_weights(weights)
+    path = tmp_path_factory.mktemp("nan") / "nan.keras"
+    model.save(path)
+    return str(path)
+
+
+def test_non_finite_states_are_never_written(models, good, tmp_path, capsys, nan_model):
+    docs = [d for d in good["docs"] if 7 not in d]
+    write_shard(good["dir"] / "a.parquet", docs, [0] * len(docs), [f"a{i}" for i in range(len(docs))])
+    write_shard(good["dir"] / "b.parquet", [[1, 2], [3, 7, 4]], [0, 0], ["b0", "b1"])
+    out = tmp_path / "out"
+    assert run(*common(nan_model, good["dir"], out)) == 3
+    message = error(capsys)
+    assert names(message, re.escape(str(good["dir"] / "b.parquet")), r"\brow 1\b", "layer lstm",
+                 r"NaN or Inf \(states1\)")
+    with h5py.File(out / "states.hdf5") as f:
+        assert np.isfinite(f["states1"][()]).all()
+        committed = json.load(open(out / "export.json"))["committed"]
+        assert f["states1"].shape[0] == committed["rows"] == committed["documents"] * T
+        assert committed["documents"] >= len(docs) - 1
+
+
+# output folder -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def mount_dir(tmp_path):
+    """A small tmpfs, remountable read-only; skipped where mounting is not allowed."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): no real read-only file system to test on")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_output_on_a_read_only_file_system(models, good, tmp_path, capsys, mount_dir):
+    out = mount_dir / "out"
+    # an export stopped by a bad later shard, committed on the tmpfs; then the file system turns read-only
+    write_shard(good["dir"] / "b.parquet", [[1], None], [0, 0], ["b0", "b1"])
+    assert run(*common(models["classic"], good["dir"], out)) == 3
+    capsys.readouterr()
+    before = datasets(out)
+    subprocess.run(["mount", "-o", "remount,ro", str(mount_dir)], check=True)
+    assert main(["resume", str(out), "--quiet"]) == 5
+    assert names(error(capsys), re.escape(str(out)), "Read-only file system", "writable")
+    assert run(*common(models["classic"], good["dir"], mount_dir / "fresh")) == 5  # cannot even be created
+    assert names(error(capsys), re.escape(str(mount_dir / "fresh")), "cannot be created")
+    assert run(*common(models["classic"], good["dir"], mount_dir)) == 5  # the mount point itself
+    assert names(error(capsys), "Read-only file system")
+    assert_same(datasets(out), before)
+    assert sorted(os.listdir(mount_dir)) == ["out"]
+
+
+HOLDER = """
+import sys, time, h5py
+f = h5py.File(sys.argv[1], "r")  # an LSTMVis server keeps its files open like this
+print("open", flush=True)
+time.sleep(120)
+"""
+
+
+def test_output_file_held_open_by_another_process(models, good, tmp_path, capsys):
+    write_shard(good["dir"] / "b.parquet", [[1], None], [0, 0], ["b0", "b1"])
+    out = tmp_path / "out"
+    assert run(*common(models["classic"], good["dir"], out)) == 3
+    capsys.readouterr()
+    before = datasets(out)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out / "states.hdf5")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert main(["resume", str(out), "--quiet"]) == 5
+        message = error(capsys)
+        assert names(message, re.escape(str(out / "states.hdf5")), "held open by another process", "errno = 11",
+                     "stop that process")
+        assert_same(datasets(out), before)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["resume", str(out), "--quiet"]) == 3  # the lock is gone with the process; the data is not
+    assert_same(datasets(out), before)
