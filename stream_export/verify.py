@@ -340,7 +340,7 @@ class _Verifier:
     def rerun(self, sample, seed):
         """Re-read K sampled documents from the Parquet inputs, run the model, compare with stored rows."""
         from stream_export.config import ExportConfig
-        from stream_export.reader import Columns, iter_batches, open_shards
+        from stream_export.reader import Columns, SkipLog, iter_batches, open_shards
         from stream_export.writer import real_tokens
 
         p, j = self.p, self.p.journal
@@ -373,11 +373,18 @@ class _Verifier:
         rows_in_input = self.input_positions(local, source)
         try:
             shards = open_shards(sorted(fp["shards"]), columns)
+            # other documents read alongside may be bad ones an --on-error skip export left out
             batches = [next(iter_batches(shards, columns, t, 1, padding=config.padding,
                                          truncating=config.truncating, pad_value=config.pad_value,
-                                         start_doc=rows_in_input[i])) for i in range(len(local))]
+                                         start_doc=rows_in_input[i], skipped=SkipLog()))
+                       for i in range(len(local))]
         except (ExportError, StopIteration) as e:
             self.add("input-changed", "inputs", f"the sampled documents cannot be re-read ({e})")
+            return
+        unreadable = [d for d, b, want in zip(local, batches, rows_in_input) if int(b.source[0]) != want]
+        if unreadable:
+            self.add("input-changed", "inputs", f"documents {_list(unreadable)} are no longer valid in the "
+                     "Parquet input; re-export if the corpus changed")
             return
         lengths = np.concatenate([b.lengths for b in batches])
         # the timesteps written per document: all of them, or with --skip-padding its real tokens

@@ -442,3 +442,201 @@ def test_output_file_held_open_by_another_process(models, good, tmp_path, capsys
         holder.wait()
     assert main(["resume", str(out), "--quiet"]) == 3  # the lock is gone with the process; the data is not
     assert_same(datasets(out), before)
+
+
+# --on-error skip ---------------------------------------------------------------------------------------
+
+def mixed_corpus(folder, n, seed):
+    """n labelled documents in two shards, a quarter of them bad in one of six ways; returns the
+    documents, labels and, per document, None (good) or the words its skipped.tsv reason must hold."""
+    rng = np.random.default_rng(seed)
+    docs = [[8 if t == 7 else 27 if t == 28 else t for t in d] for d in random_docs(rng, n, vocab=VOCAB)]
+    labels = rng.integers(0, 3, n).tolist()
+    why = [None] * n
+    for j, i in enumerate(rng.choice(n, size=n // 4, replace=False)):
+        kind = j % 6
+        if kind == 5:
+            docs[i] = (docs[i] or [1]) + [7]  # the NaN model's token
+        elif kind == 0:
+            docs[i] = None
+        elif kind == 1:
+            docs[i] = (docs[i] or [1]) + [None]
+        elif kind == 2:
+            docs[i] = (docs[i] or [1]) + [VOCAB + int(rng.integers(0, 3))]
+        elif kind == 3:
+            labels[i] = -1
+        else:
+            docs[i] = (docs[i] or [1]) + [28]  # no vocabulary entry
+    for i, d in enumerate(docs):  # the first problem of each document, in the reader's order of checks
+        if d is None:
+            why[i] = "is null"
+        elif None in d:
+            why[i] = "null token id"
+        elif any(t >= VOCAB for t in d):
+            why[i] = "is outside 0..29"
+        elif 28 in d[-T:]:
+            why[i] = "has no entry in vocabulary"
+        elif labels[i] < 0:
+            why[i] = "is not a class id"
+        elif 7 in d[-T:]:
+            why[i] = "produced NaN or Inf"  # the NaN model's token
+    os.makedirs(folder, exist_ok=True)
+    half = n // 2
+    ids = [f"d{i}" for i in range(n)]
+    write_shard(os.path.join(folder, "a.parquet"), docs[:half], labels[:half], ids[:half], row_group_size=7)
+    write_shard(os.path.join(folder, "b.parquet"), docs[half:], labels[half:], ids[half:], row_group_size=5)
+    return docs, labels, why
+
+
+def skip_vocab(tmp_path):
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps({f"w{i}": i for i in range(VOCAB) if i != 28}), encoding="utf-8")
+    return vocab
+
+
+def test_skip_leaves_bad_documents_out_and_lists_them(models, nan_model, tmp_path, capsys):
+    docs, labels, why = mixed_corpus(tmp_path / "in", 40, seed=4)
+    good = [i for i in range(40) if why[i] is None]
+    assert 5 < len(good) < 38 and len({w for w in why if w}) == 6  # every kind of problem occurs
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    assert run(*common(nan_model, tmp_path / "in", out, "--on-error", "skip", "--vocab", skip_vocab(tmp_path),
+                       "--summary-json", summary, "--batch-size", 4, "--commit-every", 12)) == 0
+    assert json.load(open(summary))["skipped_documents"] == 40 - len(good)
+
+    kept = [docs[i] for i in good]
+    with h5py.File(out / "train.hdf5") as f:
+        np.testing.assert_array_equal(f["words"][()], pad_sequences(kept, maxlen=T).flatten())
+    with h5py.File(out / "meta.hdf5") as f:
+        np.testing.assert_array_equal(f["label"][()], np.repeat([labels[i] for i in good], T))
+        np.testing.assert_array_equal(f["doc"][()], np.repeat(np.arange(len(good)), T))  # written order
+        np.testing.assert_array_equal(f["documents/source"][()], good)
+        np.testing.assert_array_equal(f["documents/length"][()], [len(d) for d in kept])
+        assert [s.decode() for s in f["documents/id"][()]] == [f"d{i}" for i in good]
+    # the states of the kept documents are the model's own (its NaN row never reached them)
+    import keras
+    model = keras.models.load_model(nan_model, compile=False)
+    expected = keras.Model(model.inputs, model.get_layer("lstm").output).predict(
+        pad_sequences(kept, maxlen=T), verbose=0).reshape(-1, 5)
+    with h5py.File(out / "states.hdf5") as f:
+        assert np.abs(f["states1"][()] - expected).max() <= 1e-5
+
+    lines = open(out / "skipped.tsv", encoding="utf-8").read().splitlines()
+    assert lines[0] == "source\tshard\trow\treason"
+    rows = [line.split("\t") for line in lines[1:]]
+    assert [int(r[0]) for r in rows] == [i for i in range(40) if why[i]]
+    for source, shard, row, reason in rows:
+        i = int(source)
+        assert shard == str(tmp_path / "in" / ("a.parquet" if i < 20 else "b.parquet"))
+        assert int(row) == i % 20 and f"row {i % 20}" in reason and why[i] in reason, reason
+    journal = json.load(open(out / "export.json"))["committed"]
+    assert (journal["documents"], journal["source"], journal["skipped"]) == (len(good), 40, 40 - len(good))
+
+    assert main(["verify", str(out), "--sample", "6"]) == 0  # re-reads the right Parquet rows
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["skipped_documents"] == 40 - len(good) and status["percent"] == 100.0
+    assert main(["inspect", str(out)]) == 0
+    assert main(["sample", str(out), "--docs", "4"]) == 0
+    assert main(["verify", str(out) + "_sample", "--sample", "4"]) == 0
+    wrong = tmp_path / "wrong"  # verify does look at documents/source: with the plain indices it must fail
+    shutil.copytree(out, wrong)
+    with h5py.File(wrong / "meta.hdf5", "a") as f:
+        f["documents/source"][:] = np.arange(len(good))
+    assert main(["verify", str(wrong), "--sample", str(len(good))]) == 7
+
+
+def test_stop_is_the_default_and_names_the_first_bad_document(models, nan_model, tmp_path, capsys):
+    docs, labels, why = mixed_corpus(tmp_path / "in", 40, seed=4)
+    first = next(i for i in range(40) if why[i])
+    assert run(*common(nan_model, tmp_path / "in", tmp_path / "out", "--vocab", skip_vocab(tmp_path),
+                       "--batch-size", 4)) == 3
+    message = error(capsys)
+    assert names(message, f"row {first % 20}\\b", re.escape(why[first]))
+
+
+def start(args, pause="batch:0.05"):
+    env = dict(os.environ, STREAM_EXPORT_PAUSE_AT=pause)
+    return subprocess.Popen([sys.executable, "-m", "stream_export", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_skip_then_kill_and_resume_is_bit_identical(models, tmp_path):
+    """The journal counts written and consumed documents apart; a resume (after kills, and after a kill
+    between appending to skipped.tsv and saving the journal) ends identical to an uninterrupted run."""
+    import time
+
+    docs, labels, why = mixed_corpus(tmp_path / "in", 240, seed=9)
+    args = common(models["classic"], tmp_path / "in", tmp_path / "run" / "out", "--on-error", "skip",
+                  "--vocab", skip_vocab(tmp_path), "--batch-size", 8, "--commit-every", 48)
+    assert run(*args[:5], tmp_path / "clean" / "out", *args[6:]) == 0
+    clean = datasets(tmp_path / "clean" / "out")
+    out = tmp_path / "run" / "out"
+
+    def source():
+        try:
+            return json.load(open(out / "export.json"))["committed"]["source"]
+        except (OSError, ValueError):
+            return 0
+
+    for target, command in [(60, ["export", "--quiet", *args]), (150, ["resume", out, "--quiet"])]:
+        proc = start(command)
+        deadline = time.monotonic() + 120
+        while source() < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.kill()
+        proc.wait()
+        with open(out / "skipped.tsv", "a", encoding="utf-8") as f:
+            f.write("999\tnot\tcommitted\tappended after the last commit\n")
+    committed = json.load(open(out / "export.json"))["committed"]
+    assert 150 <= committed["source"] < 240 and committed["skipped"] > 0
+    assert main(["resume", str(out), "--quiet"]) == 0
+    got = datasets(out)
+    assert got.pop("committed") == clean.pop("committed")
+    assert_same(got, clean)
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_any_ragged_nullable_column_exports_or_fails_cleanly(models, tmp_path, seed):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    token = st.one_of(st.none(), st.integers(-2, VOCAB + 1), st.integers(0, VOCAB - 1))
+    doc = st.one_of(st.none(), st.lists(token, max_size=9), st.lists(st.integers(1, VOCAB - 1), max_size=9))
+    kinds = st.sampled_from([pa.int32(), pa.int64(), pa.int16(), pa.float64(), pa.string()])
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(docs=st.lists(doc, min_size=1, max_size=12), kind=kinds, on_error=st.sampled_from(["stop", "skip"]),
+           group=st.integers(1, 5))
+    def check(docs, kind, on_error, group):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(dir=tmp_path) as d:
+            if kind == pa.string():
+                column = pa.array([None if x is None else " ".join(map(str, x)) for x in docs], pa.string())
+            elif kind == pa.float64():
+                column = pa.array([None if x is None else [None if t is None else t + 0.5 for t in x]
+                                   for x in docs], pa.list_(kind))
+            else:
+                column = pa.array(docs, pa.list_(kind))
+            pq.write_table(pa.table({"tokens": column}), os.path.join(d, "s.parquet"), row_group_size=group)
+            out = os.path.join(d, "out")
+            code = main(["export", "--quiet", "--model", models["classic"], "--input", d, "--out", out,
+                         "--batch-size", "3", "--on-error", on_error])
+            valid = [x for x in docs if x is not None and all(t is not None and 0 <= t < VOCAB for t in x)]
+            if kind in (pa.float64(), pa.string()):
+                assert code == 3 and not os.path.exists(out)
+                return
+            if on_error == "stop" and len(valid) < len(docs):
+                assert code == 3 and not os.path.exists(out)
+                return
+            if not valid:
+                assert code == 3 and os.path.exists(os.path.join(out, "skipped.tsv"))
+                return
+            assert code == 0
+            with h5py.File(os.path.join(out, "train.hdf5")) as f:
+                np.testing.assert_array_equal(f["words"][()], pad_sequences(valid, maxlen=T).flatten())
+            if on_error == "skip":
+                assert len(open(os.path.join(out, "skipped.tsv")).read().splitlines()) == 1 + len(docs) - len(valid)
+
+    check()
