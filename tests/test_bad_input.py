@@ -640,3 +640,22 @@ def test_any_ragged_nullable_column_exports_or_fails_cleanly(models, tmp_path, s
                 assert len(open(os.path.join(out, "skipped.tsv")).read().splitlines()) == 1 + len(docs) - len(valid)
 
     check()
+
+
+def test_model_without_embedding_checks_ids_against_int32_only(tmp_path, capsys):
+    import keras
+
+    inp = keras.Input(shape=(T,))
+    x = keras.layers.Reshape((T, 1))(inp)
+    path = tmp_path / "raw.keras"
+    keras.Model(inp, keras.layers.LSTM(3, return_sequences=True, name="raw")(x)).save(path)
+    docs = [[1, 500, 70000], [2**31 - 1]]
+    write_shard(tmp_path / "a.parquet", docs)
+    out = tmp_path / "out"
+    assert run("--model", path, "--input", tmp_path / "a.parquet", "--out", out) == 0
+    with h5py.File(out / "train.hdf5") as f:
+        np.testing.assert_array_equal(f["words"][()], pad_sequences(docs, maxlen=T).flatten())
+    pq.write_table(pa.table({"tokens": pa.array([[1], [3, 2**31]], pa.list_(pa.int64()))}), tmp_path / "b.parquet")
+    assert run("--model", path, "--input", tmp_path / "b.parquet", "--out", tmp_path / "out2") == 3
+    assert names(error(capsys), r"\brow 1\b", r"\bposition 1\b", r"outside 0\.\.2147483647 \(int32\)")
+    assert not (tmp_path / "out2").exists()
