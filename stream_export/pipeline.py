@@ -336,6 +336,9 @@ def _finish(out, config, journal, vocab, outputs):
     """Write the dicts and lstm.yml for what was written; the HDF5 files are closed already."""
     from stream_export.writer import unique_values
 
+    if not journal["committed"]["documents"] and journal["committed"]["skipped"]:
+        raise InputError(f"every one of the {journal['committed']['skipped']:,} documents was bad, so there is "
+                         f"nothing to export; {os.path.join(out, SKIPPED)} lists them and why")
     entries = dict(vocab) if vocab is not None else {int(i): str(i) for i in unique_values(out, "train", "words")}
     if vocab is None or config.pad_value not in vocab:
         entries[config.pad_value] = PAD_TOKEN
@@ -352,9 +355,6 @@ def _finish(out, config, journal, vocab, outputs):
         names = config.label_names
         classes = list(names) if names is not None and len(names) == count else [str(j) for j in range(count)]
         write_dict(os.path.join(out, FILES["classes"]), dict(enumerate(classes)))
-    if not journal["committed"]["documents"] and journal["committed"]["skipped"]:
-        raise InputError(f"every one of the {journal['committed']['skipped']:,} documents was bad, so there is "
-                         f"nothing to export; {os.path.join(out, SKIPPED)} lists them and why")
     write_lstm_yml(out, config.name, outputs, labels, journal["committed"]["documents"], classes)
     journal["complete"] = True
 
@@ -363,7 +363,8 @@ def _summary(out, journal, seconds):
     c = journal["committed"]
     size = sum(os.path.getsize(os.path.join(out, f)) for f in OUR_FILES if os.path.exists(os.path.join(out, f)))
     return {"out": out, "documents": c["documents"], "rows": c["rows"], "tokens": c["tokens"],
-            "truncated_documents": c["truncated"], "skipped_documents": c.get("skipped", 0), "layers": [l["name"] for l in journal["layers"]],
+            "truncated_documents": c["truncated"], "skipped_documents": c.get("skipped", 0),
+            "layers": [l["name"] for l in journal["layers"]],
             "bytes": size, "seconds": round(seconds, 3),
             "rows_per_second": round(c["rows"] / seconds, 1) if seconds else None,
             "tokens_per_second": round(c["tokens"] / seconds, 1) if seconds else None}

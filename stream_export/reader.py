@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream_export.errors import InputError
+from stream_export.errors import InputError, VocabError
 
 
 def pad(offsets: np.ndarray, values: np.ndarray, max_len: int, padding: str = "pre",
@@ -314,8 +314,6 @@ def _convert(shard, first_row, rb, columns, max_len, padding, truncating, pad_va
 
 def _check_vocab(padded, lengths, max_len, padding, truncating, vocab, columns, flag):
     """Every kept token id (after truncation) and the padding id must have a vocabulary entry."""
-    from stream_export.errors import VocabError
-
     path, known = vocab
     bad = (padded >= len(known)) | (padded < 0)
     bad[~bad] = ~known[padded[~bad]]
