@@ -402,9 +402,12 @@ class _Verifier:
     def input_positions(self, local, source):
         """Global Parquet index of each sampled document: meta documents/source where bad documents were
         skipped (--on-error skip), else its index in the export."""
-        with open_hdf5(self.p.path("meta")) as f:
-            if "documents/source" in f:
-                return [int(f["documents/source"][d]) for d in local]
+        try:
+            with open_hdf5(self.p.path("meta")) as f:
+                if "documents/source" in f:
+                    return [int(f["documents/source"][d]) for d in local]
+        except (OSError, KeyError, IndexError, ValueError):
+            pass  # a damaged meta file is reported by the structure checks; fall back to the plain indices
         return [source[d] for d in local]
 
     def compare_inputs(self, local, batches, source, t):
