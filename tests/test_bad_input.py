@@ -96,10 +96,6 @@ def good(good_source, tmp_path):
     return dict(good_source, dir=d)
 
 
-def clean_prefix(models, good, tmp_path):
-    return good["clean"]
-
-
 def bad_later_shard(models, good, tmp_path, capsys, docs, labels=None, *extra):
     """Export a.parquet (good) then b.parquet holding `docs`: must stop with exit 3 after committing every
     good document of a.parquet, keeping exactly those rows. Returns the error message."""
@@ -112,16 +108,12 @@ def bad_later_shard(models, good, tmp_path, capsys, docs, labels=None, *extra):
     assert str(b) in message, message
     committed = json.load(open(out / "export.json"))["committed"]
     assert committed["documents"] == 8 and committed["source"] == 8  # a's 8 documents, 4 batches of 2
-    good_dir = good["dir"]
-    os.rename(b, tmp_path / "b.parquet")  # the clean export reads a.parquet alone
-    assert_prefix(out, clean_prefix(models, good, tmp_path), 8)
-    os.rename(tmp_path / "b.parquet", b)
+    assert_prefix(out, good["clean"], 8)
     # resuming meets the same document again and still keeps the commit bit for bit
     before = datasets(out)
     assert main(["resume", str(out), "--quiet"]) == 3
-    assert error(capsys).count(str(b)) >= 1
+    assert str(b) in error(capsys)
     assert_same(datasets(out), before)
-    assert good_dir.exists()
     return message
 
 
@@ -235,7 +227,7 @@ def test_shard_without_rows_or_row_groups_is_exported_as_nothing(models, good, t
     assert pq.ParquetFile(good["dir"] / "b.parquet").metadata.num_row_groups == 0
     out = tmp_path / "out"
     assert run(*common(models["classic"], good["dir"], out)) == 0
-    want = datasets(clean_prefix(models, good, tmp_path))
+    want = datasets(good["clean"])
     got = datasets(out)
     for key in want:
         if ".hdf5/" in key:
