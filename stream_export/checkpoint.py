@@ -91,7 +91,12 @@ class FolderLock:
         self.fd = None
 
     def __enter__(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise OutputError(f"{os.path.dirname(self.path)} cannot be written ({e.strerror}: {self.path}); "
+                              "export to a writable folder, or make this one writable (a read-only "
+                              "mount?)") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="also write a project of K randomly sampled documents to OUT_sample, small enough "
                         "for LSTMVis's pattern search (default: none)")
     e.add_argument("--sample-seed", type=int, default=0, help="seed of --sample-docs' choice (default: 0)")
+    e.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                   help="a bad document (null, null or out-of-range token ids, unknown vocabulary ids, bad "
+                        "label, NaN/Inf states) stops the export (default), or is left out, counted and "
+                        "listed in OUT/skipped.tsv; bad files stop it either way")
     _common(e)
 
     r = sub.add_parser("resume", help="continue an interrupted export with its saved config")
@@ -133,7 +137,7 @@ def _config(a) -> ExportConfig:
         truncating=a.truncating, pad_value=a.pad_value, layers=split(a.layers), batch_size=a.batch_size,
         commit_rows=commit_rows, commit_seconds=commit_seconds, cell_states=a.cell_states,
         predictions=a.predictions, skip_padding=a.skip_padding, sample_docs=a.sample_docs,
-        sample_seed=a.sample_seed)
+        sample_seed=a.sample_seed, on_error=a.on_error)
 
 
 def main(argv=None) -> int:
@@ -213,7 +217,9 @@ def _check_summary_path(path):
 
 def _describe(s) -> str:
     return (f"exported {s['documents']:,} documents, {s['rows']:,} rows ({s['tokens']:,} tokens, "
-            f"{s['truncated_documents']:,} documents truncated) of layers {', '.join(s['layers'])} "
+            f"{s['truncated_documents']:,} documents truncated"
+            + (f", {s['skipped_documents']:,} bad documents skipped, listed in {s['out']}/skipped.tsv"
+               if s.get("skipped_documents") else "") + f") of layers {', '.join(s['layers'])} "
             f"in {s['seconds']:.1f} s ({s['rows_per_second'] or 0:,.0f} rows/s), "
             f"{s['bytes'] / 2**20:,.1f} MiB in {s['out']}")
 
@@ -226,21 +232,25 @@ def _status(out, as_json) -> int:
         print(f"stream-export: error: {out} holds no export", file=sys.stderr)
         return 6
     c, t = journal["committed"], journal["totals"]
+    read = c.get("source", c["documents"])  # Parquet documents consumed; documents = those written
     running = checkpoint.holder(out)
     info = {"out": out, "complete": journal["complete"], "running": running,
             "resumable": not journal["complete"] and running is None,
             "committed_documents": c["documents"], "total_documents": t["documents"],
             "committed_rows": c["rows"], "total_rows": t["rows"],
-            "percent": round(100 * c["documents"] / t["documents"], 2) if t["documents"] else 100.0,
+            "read_documents": read, "skipped_documents": c.get("skipped", 0),
+            "percent": round(100 * read / t["documents"], 2) if t["documents"] else 100.0,
             "updated": journal.get("updated"), "config": journal["config"]}
     if as_json:
         print(json.dumps(info, indent=1))
     else:
         state = ("complete" if info["complete"] else f"running, exported by {running}" if running
                  else f"incomplete, resume with: stream-export resume {out}")
-        skip = journal["config"].get("skip_padding")  # rows of real tokens only: their total is unknown
-        total = f"at most {t['rows']:,}" if skip and not info["complete"] else f"{c['rows'] if skip else t['rows']:,}"
-        print(f"{out}: {state}\n  documents {c['documents']:,} / {t['documents']:,} ({info['percent']}%)\n"
+        skipped = f" ({read:,} read, {info['skipped_documents']:,} skipped)" if info["skipped_documents"] else ""
+        config = journal["config"]
+        fewer = config.get("skip_padding") or config.get("on_error") == "skip"  # rows written: not known ahead
+        total = f"{c['rows']:,}" if info["complete"] else f"at most {t['rows']:,}" if fewer else f"{t['rows']:,}"
+        print(f"{out}: {state}\n  documents {c['documents']:,} / {t['documents']:,}{skipped} ({info['percent']}%)\n"
               f"  rows {c['rows']:,} / {total}\n  last commit {info['updated']}")
     return 0
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from stream_export.errors import ConfigError
 
 PADDING_CHOICES = ("pre", "post")
+ON_ERROR_CHOICES = ("stop", "skip")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class ExportConfig:
     sample_docs: int = 0
     """When positive, also write a project of this many sampled documents beside OUT (see sample.py)."""
     sample_seed: int = 0
+    on_error: str = "stop"
+    """What a bad document does: 'stop' the export at the first one, or 'skip' it (left out, counted and
+    listed in skipped.tsv). File-level problems stop the export either way."""
 
     def __post_init__(self):
         if not self.inputs:
@@ -76,6 +80,8 @@ class ExportConfig:
             raise ConfigError("--label-names needs --label-column (the column holding each document's class)")
         if self.sample_docs < 0:
             raise ConfigError(f"--sample-docs must be 0 (no sample) or more; got {self.sample_docs}")
+        if self.on_error not in ON_ERROR_CHOICES:
+            raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}; got {self.on_error!r}")
         if self.layers is not None and not self.layers:
             raise ConfigError("--layers is empty: name at least one recurrent layer")
 

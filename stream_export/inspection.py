@@ -151,8 +151,11 @@ def describe(info: dict) -> str:
         lines.append(f"  state: complete, last commit {info['updated']}")
     else:
         c, t = info["committed"], info["totals"]
-        lines.append(f"  state: INCOMPLETE, {c['documents']:,} of {t['documents']:,} documents committed "
-                     f"(last commit {info['updated']}); continue with: stream-export resume {info['out']}")
+        lines.append(f"  state: INCOMPLETE, {c.get('source', c['documents']):,} of {t['documents']:,} documents "
+                     f"committed (last commit {info['updated']}); continue with: stream-export resume {info['out']}")
+    if (info.get("committed") or {}).get("skipped"):
+        lines.append(f"  skipped: {info['committed']['skipped']:,} bad documents left out (--on-error skip), "
+                     "listed in skipped.tsv")
     if info["lstm_yml_error"]:
         lines.append(f"  lstm.yml: cannot be read: {info['lstm_yml_error']}")
     elif not info["lstm_yml"]:

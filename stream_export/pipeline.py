@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -12,12 +13,15 @@ import numpy as np
 
 from stream_export import checkpoint
 from stream_export.config import ExportConfig
-from stream_export.errors import ConfigError, Interrupted, OutputError, ResumeError, VocabError
-from stream_export.reader import Columns, iter_batches, locate, open_shards, resolve_inputs
+from stream_export.errors import ConfigError, InputError, Interrupted, OutputError, ResumeError
+from stream_export.reader import Columns, SkipLog, Skipped, iter_batches, locate, open_shards, resolve_inputs
 from stream_export.vocab import PAD_TOKEN, load_vocab, write_dict
 from stream_export.writer import FILES, DiskFull, ProjectWriter, write_lstm_yml
 
-OUR_FILES = (*FILES.values(), "lstm.yml", checkpoint.JOURNAL)
+SKIPPED = "skipped.tsv"
+"""The report of documents left out under --on-error skip: a header, then source, shard, row, reason."""
+SKIPPED_HEADER = "source\tshard\trow\treason\n"
+OUR_FILES = (*FILES.values(), "lstm.yml", SKIPPED, checkpoint.JOURNAL)
 
 
 def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = False, quiet: bool = False,
@@ -69,29 +73,42 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
                        "max_len": max_len, "layers": [vars(l) for l in layers],
                        "outputs": [vars(o) for o in outputs],
                        "totals": {"documents": total_docs, "rows": total_docs * max_len},
-                       "committed": {"documents": 0, "rows": 0, "tokens": 0, "truncated": 0}}
+                       "committed": {"documents": 0, "rows": 0, "tokens": 0, "truncated": 0, "source": 0,
+                                     "skipped": 0}}
             _save(out, journal)
         committed = journal["committed"]
+        # documents = written (rows of the datasets), source = Parquet documents consumed (where to go on)
+        committed.setdefault("source", committed["documents"])
+        committed.setdefault("skipped", 0)
+        skips = SkipLog() if config.on_error == "skip" else None
+        if skips is not None:
+            _truncate_report(out, committed["skipped"])
         _warn_if_short_of_space(out, outputs, journal, log)
         # Nothing committed means nothing to keep: (re)create the files, whatever a kill left of them.
         writer = ProjectWriter(out, outputs, max_len, labels=config.label_column is not None,
                                doc_ids=config.id_column is not None, create=committed["documents"] == 0,
-                               skip_padding=config.padding if config.skip_padding else None)
+                               skip_padding=config.padding if config.skip_padding else None,
+                               source=skips is not None)
         try:
             writer.truncate(committed["documents"], committed["rows"])
             batches = iter_batches(shards, columns, max_len, config.batch_size, padding=config.padding,
                                    truncating=config.truncating, pad_value=config.pad_value,
-                                   start_doc=committed["documents"], max_token=max_token)
-            if vocab is not None:
-                batches = _check_vocab(batches, vocab, config.pad_value, shards, config)
-            _Run(config, journal, writer, shards, quiet, log).loop(
+                                   start_doc=committed["source"], max_token=max_token,
+                                   vocab=_known(vocab, config) if vocab is not None else None, skipped=skips)
+            _Run(config, journal, writer, shards, quiet, log, skips, outputs).loop(
                 batches, state_model, with_labels=columns.label is not None, with_ids=columns.doc_id is not None)
             writer.close()
             _pause_for_tests("finish")
             _finish(out, config, journal, vocab, outputs)
         except Exception as e:
+            if not getattr(e, "hdf5_broken", False):  # roll back to the last commit: the folder holds it exactly
+                try:
+                    writer.truncate(journal["committed"]["documents"], journal["committed"]["rows"])
+                    writer.flush()
+                except Exception:  # noqa: BLE001 - the original error is the one to report
+                    pass
             writer.close(check=False)
-            if journal["committed"]["documents"] == 0 and not isinstance(e, Interrupted):
+            if not journal["committed"]["source"] and not isinstance(e, Interrupted):
                 _remove_ours(out, remove_folder=created)  # a failed fresh export leaves nothing behind
                 _restore_previous(out, log)
             raise
@@ -218,28 +235,43 @@ def _check_compatible(journal, config, fingerprints):
             raise ResumeError(f"cannot resume: shard {path} changed since the export started")
 
 
-def _check_vocab(batches, vocab, pad_value, shards, config):
-    known = np.zeros(max(max(vocab), pad_value) + 1, dtype=bool)
+def _known(vocab, config):
+    """(vocabulary path, bool array True at every id that has a token, the padding id included)."""
+    known = np.zeros(max(max(vocab, default=0), config.pad_value) + 1, dtype=bool)
     known[list(vocab)] = True
-    known[pad_value] = True
-    for batch in batches:
-        tokens = batch.tokens
-        bad = tokens >= len(known)
-        bad[~bad] = ~known[tokens[~bad]]
-        if bad.any():
-            doc, pos = map(int, np.argwhere(bad)[0])
-            path, row = locate(shards, batch.first_doc + doc)
-            raise VocabError(f"shard {path}, row {row}: token id {tokens[doc, pos]} has no entry in vocabulary "
-                             f"{config.vocab}; use the vocabulary the corpus was tokenised with")
-        yield batch
+    known[config.pad_value] = True
+    return config.vocab, known
+
+
+def _truncate_report(out, entries):
+    """Cut skipped.tsv back to its header and the first `entries` lines (those committed), creating it."""
+    path = os.path.join(out, SKIPPED)
+    lines = []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8", newline="") as f:
+            lines = f.read().split("\n")[1:1 + entries]
+    if len(lines) < entries or any(not line for line in lines):
+        raise ResumeError(f"{path} lists fewer skipped documents than the journal commits ({entries}); "
+                          "start again with --overwrite")
+    with open(path + ".tmp", "w", encoding="utf-8", newline="") as f:
+        f.write(SKIPPED_HEADER + "".join(line + "\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def _report_line(e: Skipped) -> str:
+    reason = " ".join(e.reason.split())  # one line, no tabs
+    return f"{e.source}\t{e.shard}\t{e.row}\t{reason}\n"
 
 
 class _Run:
     """The export loop's state: counters, commits, progress and signal handling."""
 
-    def __init__(self, config, journal, writer, shards, quiet, log):
+    def __init__(self, config, journal, writer, shards, quiet, log, skips=None, outputs=()):
         self.config, self.journal, self.writer, self.shards = config, journal, writer, shards
         self.out, self.quiet, self.log = config.out, quiet, log
+        self.skips, self.outputs = skips, outputs
         self.stop_signal = None
 
     def loop(self, batches, state_model, with_labels, with_ids):
@@ -248,25 +280,29 @@ class _Run:
         from stream_export.tfdata import state_batches
 
         self.syncer, self.pending = ThreadPoolExecutor(1, thread_name_prefix="commit"), None
-
         done = dict(self.journal["committed"])
         max_len = self.journal["max_len"]
-        progress = _Progress(self.journal["totals"]["rows"], done["rows"], self.quiet, self.log)
+        progress = _Progress(self.journal["totals"]["rows"], done["source"] * max_len, self.quiet, self.log)
         last_rows, last_time = done["rows"], time.monotonic()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             for batch, states in state_batches(batches, state_model, max_len, with_labels, with_ids):
-                try:
-                    rows = self.writer.append(batch, states)
-                except DiskFull:
-                    self.commit(done, wait=True)  # keep what fits; the flush needs far less than the margin
-                    raise
+                consumed = int(batch.source[-1]) + 1
+                batch, states = self.finite(batch, states)
                 n = len(batch.tokens)
+                if n:
+                    batch = dataclasses.replace(batch, first_doc=done["documents"])  # the doc track: written order
+                    try:
+                        rows = self.writer.append(batch, states)
+                    except DiskFull:
+                        self.commit(done, wait=True)  # keep what fits; the flush needs far less than the margin
+                        raise
+                    done["rows"] += rows
                 done["documents"] += n
-                done["rows"] += rows
                 done["tokens"] += int(np.minimum(batch.lengths, max_len).sum())
                 done["truncated"] += int((batch.lengths > max_len).sum())
-                progress.update(n * max_len)
+                progress.update((consumed - done["source"]) * max_len)
+                done["source"] = consumed
                 _pause_for_tests("batch")
                 if (self.stop_signal or done["rows"] - last_rows >= self.config.commit_rows
                         or time.monotonic() - last_time >= self.config.commit_seconds):
@@ -274,8 +310,9 @@ class _Run:
                     last_rows, last_time = done["rows"], time.monotonic()
                 if self.stop_signal:
                     raise Interrupted(f"stopped by {signal.Signals(self.stop_signal).name} after committing "
-                                      f"{done['documents']:,} of {self.journal['totals']['documents']:,} "
+                                      f"{done['source']:,} of {self.journal['totals']['documents']:,} "
                                       f"documents; continue with: stream-export resume {self.out}")
+            done["source"] = self.journal["totals"]["documents"]  # bad documents after the last good one
             self.commit(done, wait=True)
         finally:
             if self.pending is not None:  # after another error: let the sync end before the files close
@@ -285,12 +322,45 @@ class _Run:
                 signal.signal(s, handler)
             progress.close()
 
+    def finite(self, batch, states):
+        """Never write NaN or Inf: the first document whose states hold one stops the export, naming its shard,
+        row and layer; under --on-error skip every such document is left out and logged."""
+        n = len(batch.tokens)
+        bad = np.zeros(n, dtype=bool)
+        for o, v in zip(self.outputs, states):
+            if v.dtype.kind != "f":
+                continue
+            here = ~np.isfinite(v.reshape(n, -1)).all(axis=1) & ~bad
+            for d in np.flatnonzero(here):
+                path, row = locate(self.shards, int(batch.source[d]))
+                message = (f"shard {path}, row {row}: layer {o.source} produced NaN or Inf ({o.path}); nothing "
+                           "of the document was written (check the model's weights, e.g. float16 overflow, "
+                           "and the document's tokens)")
+                if self.skips is None:
+                    raise InputError(message)
+                self.skips.add(Skipped(int(batch.source[d]), path, row, message))
+            bad |= here
+        if not bad.any():
+            return batch, states
+        return batch.take(~bad), [v[~bad] for v in states]
+
     def commit(self, done, wait=False):
-        """Make everything written so far durable: flush the HDF5 files; then fsync them and replace the
-        journal, in a background thread while the next batches are computed (with wait, before returning).
-        One commit is in flight at a time, and its journal is written only once its rows are on disk."""
+        """Make everything written so far durable: flush the HDF5 files and append the documents skipped
+        before the committed position to skipped.tsv; then fsync them and replace the journal, in a
+        background thread while the next batches are computed (with wait, before returning). One commit is
+        in flight at a time, and its journal is written only once its rows are on disk."""
         self.writer.flush()
-        position = locate(self.shards, done["documents"]) if done["documents"] < self.journal["totals"]["documents"] else None
+        if self.skips is not None:
+            entries = self.skips.take_before(done["source"])
+            if entries:
+                try:
+                    with open(os.path.join(self.out, SKIPPED), "a", encoding="utf-8", newline="") as f:
+                        f.write("".join(map(_report_line, entries)))
+                except OSError as e:
+                    raise OutputError(f"writing {SKIPPED} in {self.out} failed: {e}; the previous commit is "
+                                      "intact, resume once the cause is fixed") from e
+                done["skipped"] += len(entries)
+        position = locate(self.shards, done["source"]) if done["source"] < self.journal["totals"]["documents"] else None
         committed = dict(done, next_shard=position[0] if position else None,
                          next_row=position[1] if position else None)
         self.settle()
@@ -300,6 +370,16 @@ class _Run:
 
     def _persist(self, committed):
         self.writer.sync()
+        if self.skips is not None and os.path.exists(report := os.path.join(self.out, SKIPPED)):
+            try:
+                fd = os.open(report, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise OutputError(f"syncing {SKIPPED} in {self.out} failed: {e}; the previous commit is "
+                                  "intact, resume once the cause is fixed") from e
         _save(self.out, dict(self.journal, committed=committed))
         self.journal["committed"] = committed
 
@@ -322,6 +402,9 @@ def _finish(out, config, journal, vocab, outputs):
     """Write the dicts and lstm.yml for what was written; the HDF5 files are closed already."""
     from stream_export.writer import unique_values
 
+    if not journal["committed"]["documents"] and journal["committed"]["skipped"]:
+        raise InputError(f"every one of the {journal['committed']['skipped']:,} documents was bad, so there is "
+                         f"nothing to export; {os.path.join(out, SKIPPED)} lists them and why")
     entries = dict(vocab) if vocab is not None else {int(i): str(i) for i in unique_values(out, "train", "words")}
     if vocab is None or config.pad_value not in vocab:
         entries[config.pad_value] = PAD_TOKEN
@@ -346,7 +429,8 @@ def _summary(out, journal, seconds):
     c = journal["committed"]
     size = sum(os.path.getsize(os.path.join(out, f)) for f in OUR_FILES if os.path.exists(os.path.join(out, f)))
     return {"out": out, "documents": c["documents"], "rows": c["rows"], "tokens": c["tokens"],
-            "truncated_documents": c["truncated"], "layers": [l["name"] for l in journal["layers"]],
+            "truncated_documents": c["truncated"], "skipped_documents": c.get("skipped", 0),
+            "layers": [l["name"] for l in journal["layers"]],
             "bytes": size, "seconds": round(seconds, 3),
             "rows_per_second": round(c["rows"] / seconds, 1) if seconds else None,
             "tokens_per_second": round(c["tokens"] / seconds, 1) if seconds else None}

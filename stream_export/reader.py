@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from stream_export.errors import InputError
+from stream_export.errors import InputError, VocabError
 
 
 def pad(offsets: np.ndarray, values: np.ndarray, max_len: int, padding: str = "pre",
@@ -89,6 +90,46 @@ class Batch:
     """(n,) int32 class ids, or None without a label column."""
     doc_ids: np.ndarray | None
     """(n,) object array of str, or None without an id column."""
+    source: np.ndarray | None = None
+    """(n,) int64 global source index of each document (with --on-error skip they are not consecutive)."""
+
+    def take(self, keep: np.ndarray) -> Batch:
+        """The documents where keep is True, as a Batch of their own (first_doc still the batch's)."""
+        pick = lambda v: None if v is None else v[keep]  # noqa: E731
+        return Batch(self.first_doc, self.tokens[keep], self.lengths[keep], pick(self.labels),
+                     pick(self.doc_ids), pick(self.source))
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A bad document left out under --on-error skip."""
+
+    source: int
+    """Global source index (documents numbered across shards in sorted order)."""
+    shard: str
+    row: int
+    """Row within the shard."""
+    reason: str
+
+
+class SkipLog:
+    """Bad documents seen but not yet reported; filled from the reader's thread and the writer's, drained
+    at each commit up to the committed source position."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending: list[Skipped] = []
+
+    def add(self, entry: Skipped):
+        with self._lock:
+            self._pending.append(entry)
+
+    def take_before(self, source: int) -> list[Skipped]:
+        """Remove and return, in source order, the entries of documents before `source`."""
+        with self._lock:
+            done = sorted((e for e in self._pending if e.source < source), key=lambda e: e.source)
+            self._pending = [e for e in self._pending if e.source >= source]
+        return done
 
 
 def open_shards(paths, columns: Columns) -> list[Shard]:
@@ -138,25 +179,37 @@ def _check_types(path, schema, columns: Columns):
 
 
 def iter_batches(shards: list[Shard], columns: Columns, max_len: int, batch_size: int, *,
-                 padding="pre", truncating="pre", pad_value=0, start_doc=0, max_token=None):
+                 padding="pre", truncating="pre", pad_value=0, start_doc=0, max_token=None,
+                 vocab=None, skipped: SkipLog | None = None):
     """Yield Batch objects of exactly batch_size documents (the last may be smaller), starting at global
-    document start_doc. Skips whole row groups before start_doc without reading them."""
-    pending, pending_n, next_doc = [], 0, start_doc
+    document start_doc. Skips whole row groups before start_doc without reading them.
+
+    A bad document (null, a null or out-of-range token id, a kept token id missing from `vocab`, a bad
+    label) raises InputError naming shard, row and column, unless `skipped` is given: then it is left out
+    of the batches and added there. vocab: (path, bool array, True at the ids it gives a token)."""
+    pending, pending_n = [], 0
+    bases = np.cumsum([0] + [s.num_rows for s in shards])
+    base = {s.path: int(b) for s, b in zip(shards, bases)}
     for shard, first_row, table in _iter_tables(shards, columns, start_doc, batch_size):
         chunk = _convert(shard, first_row, table, columns, max_len, padding, truncating, pad_value,
-                         max_token)
+                         max_token, vocab, skipped, base[shard.path])
+        if not len(chunk[0]):
+            continue
         pending.append(chunk)
         pending_n += len(chunk[0])
         while pending_n >= batch_size:
             parts = [np.concatenate(p) if p[0] is not None else None for p in zip(*pending)]
-            yield Batch(next_doc, *(p[:batch_size] if p is not None else None for p in parts))
-            next_doc += batch_size
+            yield _batch(p[:batch_size] if p is not None else None for p in parts)
             rest = [p[batch_size:] if p is not None else None for p in parts]
             pending_n -= batch_size
             pending = [tuple(rest)] if pending_n else []
     if pending_n:
-        parts = [np.concatenate(p) if p[0] is not None else None for p in zip(*pending)]
-        yield Batch(next_doc, *parts)
+        yield _batch(np.concatenate(p) if p[0] is not None else None for p in zip(*pending))
+
+
+def _batch(parts) -> Batch:
+    tokens, lengths, labels, doc_ids, source = parts
+    return Batch(int(source[0]), tokens, lengths, labels, doc_ids, source)
 
 
 def _iter_tables(shards, columns, start_doc, batch_size):
@@ -187,78 +240,125 @@ def _iter_tables(shards, columns, start_doc, batch_size):
                     rb, row, skip = rb.slice(skip), row + skip, 0
                 yield shard, row, rb
                 row += rb.num_rows
-        except OSError as e:
-            raise InputError(f"shard {shard.path}: reading rows from {row} failed: {e}") from e
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"shard {shard.path}: reading rows from {row} failed ({type(e).__name__}: {e}); "
+                             "the file is damaged: rewrite or remove it and run again") from e
 
 
-def _convert(shard, first_row, rb, columns, max_len, padding, truncating, pad_value, max_token):
-    """One RecordBatch -> (tokens, lengths, labels, doc_ids) numpy arrays, validating as it goes."""
+def _convert(shard, first_row, rb, columns, max_len, padding, truncating, pad_value, max_token, vocab,
+             skipped, base):
+    """One RecordBatch -> (tokens, lengths, labels, doc_ids, source) numpy arrays of its good documents.
+    The first bad document raises, or with `skipped` every bad one is logged there and left out."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    n = rb.num_rows
+    problems = {}  # row within rb -> (exception class, message): the first problem found for it
+
+    def flag(rows, message, error=InputError):
+        for r in map(int, rows):
+            if r not in problems:
+                problems[r] = (error, f"shard {shard.path}, row {first_row + r}{message(r)}")
+
     tokens = rb.column(columns.tokens)
-    if tokens.null_count:
-        row = first_row + int(np.flatnonzero(tokens.is_null().to_numpy(zero_copy_only=False))[0])
-        raise InputError(f"shard {shard.path}, row {row}: column {columns.tokens!r} is null "
-                         "(a missing document); drop or fill it")
-    values = tokens.flatten()  # respects the slice offset, unlike .values
+    null_docs = tokens.is_null().to_numpy(zero_copy_only=False)
+    flag(np.flatnonzero(null_docs), lambda r: f": column {columns.tokens!r} is null (a missing document); "
+                                              "drop or fill it")
+    values = tokens.flatten()  # respects the slice offset, unlike .values; leaves out null documents' slots
     offsets = tokens.offsets.to_numpy() - tokens.offsets[0].as_py()
-    if values.null_count:
-        pos = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
-        row = int(np.searchsorted(offsets, pos, side="right")) - 1
-        raise InputError(f"shard {shard.path}, row {first_row + row}, position {pos - offsets[row]}: "
-                         f"column {columns.tokens!r} holds a null token id; drop or replace it")
-    values = values.to_numpy()
-    _check_ids(shard, first_row, values, offsets, columns.tokens, max_token)
-    padded = pad(offsets, values, max_len, padding, truncating, pad_value)
+    lengths = np.where(null_docs, 0, np.diff(offsets)).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    null_values = values.is_null().to_numpy(zero_copy_only=False)
+    values = values.fill_null(0).to_numpy() if values.null_count else values.to_numpy()
+    owner = np.repeat(np.arange(n), lengths)  # the row of each value
+    first_pos = {}
+    for pos in np.flatnonzero(null_values)[::-1]:
+        first_pos[int(owner[pos])] = int(pos - offsets[owner[pos]])
+    flag(sorted(first_pos), lambda r: f", position {first_pos[r]}: column {columns.tokens!r} holds a null "
+                                      "token id; drop or replace it")
+    limit = max_token if max_token is not None else np.iinfo(np.int32).max  # words are stored as int32
+    bad = ((values < 0) | (values > limit)) & ~null_values
+    if bad.any():
+        where = {}
+        for pos in np.flatnonzero(bad)[::-1]:
+            where[int(owner[pos])] = int(pos)
+        allowed = f"0..{limit}" + (" (the model's embedding size)" if max_token is not None else " (int32)")
+        flag(sorted(where), lambda r: f", position {where[r] - offsets[r]}: token id {values[where[r]]} in "
+                                      f"column {columns.tokens!r} is outside {allowed}; fix the tokenisation "
+                                      "or the vocabulary")
+    padded = pad(offsets, np.clip(values, 0, limit).astype(np.int32) if bad.any() else values, max_len,
+                 padding, truncating, pad_value)
+    if vocab is not None:
+        _check_vocab(padded, lengths, max_len, padding, truncating, vocab, columns, flag)
     labels = doc_ids = None
     if columns.label is not None:
-        labels = _labels(shard, first_row, rb.column(columns.label), columns)
+        labels = _labels(rb.column(columns.label), columns, flag)
     if columns.doc_id is not None:
         col = rb.column(columns.doc_id)
         doc_ids = np.array(pc.cast(col, pa.string()).to_pylist(), dtype=object)
-    return padded, np.diff(offsets).astype(np.int64), labels, doc_ids
+    source = base + first_row + np.arange(n, dtype=np.int64)
+    if problems:
+        if skipped is None:
+            error, message = problems[min(problems)]
+            raise error(message)
+        for r in sorted(problems):
+            skipped.add(Skipped(int(source[r]), shard.path, first_row + r, problems[r][1]))
+        keep = np.ones(n, dtype=bool)
+        keep[list(problems)] = False
+        pick = lambda v: None if v is None else v[keep]  # noqa: E731
+        return padded[keep], lengths[keep], pick(labels), pick(doc_ids), source[keep]
+    return padded, lengths, labels, doc_ids, source
 
 
-def _check_ids(shard, first_row, values, offsets, column, max_token):
-    if not len(values):
+def _check_vocab(padded, lengths, max_len, padding, truncating, vocab, columns, flag):
+    """Every kept token id (after truncation) and the padding id must have a vocabulary entry."""
+    path, known = vocab
+    bad = (padded >= len(known)) | (padded < 0)
+    bad[~bad] = ~known[padded[~bad]]
+    if not bad.any():
         return
-    limit = max_token if max_token is not None else np.iinfo(np.int32).max  # words are stored as int32
-    bad = (values < 0) | (values > limit)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        row = int(np.searchsorted(offsets, pos, side="right")) - 1
-        allowed = f"0..{limit}" + (" (the model's embedding size)" if max_token is not None else " (int32)")
-        raise InputError(f"shard {shard.path}, row {first_row + row}, position {pos - offsets[row]}: "
-                         f"token id {values[pos]} in column {column!r} is outside {allowed}; "
-                         "fix the tokenisation or the vocabulary")
+    where = {}
+    for doc, step in np.argwhere(bad)[::-1]:
+        where[int(doc)] = int(step)
+    keep = np.minimum(lengths, max_len)
+
+    def position(r):  # timestep -> position in the document as stored
+        first = max_len - keep[r] if padding == "pre" else 0
+        return where[r] - first + (lengths[r] - keep[r] if truncating == "pre" else 0)
+
+    flag(sorted(where), lambda r: f", position {position(r)}: token id {padded[r, where[r]]} in column "
+                                  f"{columns.tokens!r} has no entry in vocabulary {path}; use the vocabulary "
+                                  "the corpus was tokenised with", VocabError)
 
 
-def _labels(shard, first_row, col, columns: Columns) -> np.ndarray:
+def _labels(col, columns: Columns, flag) -> np.ndarray:
     import pyarrow as pa
 
-    if col.null_count:
-        row = first_row + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-        raise InputError(f"shard {shard.path}, row {row}: label column {columns.label!r} is null; "
-                         "give every document a class")
+    out = np.zeros(len(col), dtype=np.int32)
+    nulls = col.is_null().to_numpy(zero_copy_only=False)
+    flag(np.flatnonzero(nulls), lambda r: f": label column {columns.label!r} is null; give every document "
+                                          "a class")
     names = columns.label_names
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         index = {name: i for i, name in enumerate(names)}
-        out = np.empty(len(col), dtype=np.int32)
-        for i, name in enumerate(col.to_pylist()):
-            if name not in index:
-                raise InputError(f"shard {shard.path}, row {first_row + i}: label {name!r} is not one of "
-                                 f"--label-names {', '.join(names)}")
-            out[i] = index[name]
+        values = col.to_pylist()
+        unknown = [i for i, name in enumerate(values) if name is not None and name not in index]
+        flag(unknown, lambda r: f": label {values[r]!r} in column {columns.label!r} is not one of "
+                                f"--label-names {', '.join(names)}")
+        for i, name in enumerate(values):
+            out[i] = index.get(name, 0)
         return out
-    labels = col.to_numpy().astype(np.int64)
+    labels = col.fill_null(0).to_numpy().astype(np.int64) if col.null_count else col.to_numpy().astype(np.int64)
     bad = labels < 0 if names is None else (labels < 0) | (labels >= len(names))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        allowed = "non-negative" if names is None else f"0..{len(names) - 1} (--label-names)"
-        raise InputError(f"shard {shard.path}, row {first_row + i}: label {labels[i]} in column "
-                         f"{columns.label!r} is not a class id {allowed}")
-    return labels.astype(np.int32)
+    if names is None:
+        bad |= labels > np.iinfo(np.int32).max
+    allowed = "non-negative" if names is None else f"0..{len(names) - 1} (--label-names)"
+    flag(np.flatnonzero(bad & ~nulls), lambda r: f": label {labels[r]} in column {columns.label!r} is not a "
+                                                 f"class id {allowed}")
+    out[~bad] = labels[~bad]
+    return out
 
 
 def locate(shards: list[Shard], doc: int) -> tuple[str, int]:

@@ -40,6 +40,7 @@ def state_batches(batches, state_model, max_len: int, with_labels: bool, with_id
         "first_doc": tf.TensorSpec((), tf.int64),
         "tokens": tf.TensorSpec((None, max_len), tf.int32),
         "lengths": tf.TensorSpec((None,), tf.int64),
+        "source": tf.TensorSpec((None,), tf.int64),
     }
     if with_labels:
         spec["labels"] = tf.TensorSpec((None,), tf.int32)

@@ -340,7 +340,7 @@ class _Verifier:
     def rerun(self, sample, seed):
         """Re-read K sampled documents from the Parquet inputs, run the model, compare with stored rows."""
         from stream_export.config import ExportConfig
-        from stream_export.reader import Columns, iter_batches, open_shards
+        from stream_export.reader import Columns, SkipLog, iter_batches, open_shards
         from stream_export.writer import real_tokens
 
         p, j = self.p, self.p.journal
@@ -370,13 +370,21 @@ class _Verifier:
         source = j["sample"]["documents"] if j.get("sample") else list(range(docs))
         self.sampled = local
         columns = Columns(config.tokens_column, config.label_column, config.id_column, config.label_names)
+        rows_in_input = self.input_positions(local, source)
         try:
             shards = open_shards(sorted(fp["shards"]), columns)
+            # other documents read alongside may be bad ones an --on-error skip export left out
             batches = [next(iter_batches(shards, columns, t, 1, padding=config.padding,
                                          truncating=config.truncating, pad_value=config.pad_value,
-                                         start_doc=source[d])) for d in local]
+                                         start_doc=rows_in_input[i], skipped=SkipLog()))
+                       for i in range(len(local))]
         except (ExportError, StopIteration) as e:
             self.add("input-changed", "inputs", f"the sampled documents cannot be re-read ({e})")
+            return
+        unreadable = [d for d, b, want in zip(local, batches, rows_in_input) if int(b.source[0]) != want]
+        if unreadable:
+            self.add("input-changed", "inputs", f"documents {_list(unreadable)} are no longer valid in the "
+                     "Parquet input; re-export if the corpus changed")
             return
         lengths = np.concatenate([b.lengths for b in batches])
         # the timesteps written per document: all of them, or with --skip-padding its real tokens
@@ -390,6 +398,17 @@ class _Verifier:
             return
         self.compare_inputs(local, batches, source, t)
         self.compare_states(config, local, np.concatenate([b.tokens for b in batches]), t)
+
+    def input_positions(self, local, source):
+        """Global Parquet index of each sampled document: meta documents/source where bad documents were
+        skipped (--on-error skip), else its index in the export."""
+        try:
+            with open_hdf5(self.p.path("meta")) as f:
+                if "documents/source" in f:
+                    return [int(f["documents/source"][d]) for d in local]
+        except (OSError, KeyError, IndexError, ValueError):
+            pass  # a damaged meta file is reported by the structure checks; fall back to the plain indices
+        return [source[d] for d in local]
 
     def compare_inputs(self, local, batches, source, t):
         """Stored words and meta rows of the sampled documents against the Parquet inputs."""

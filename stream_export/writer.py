@@ -14,6 +14,8 @@ the rows of real tokens, R rows in all, document d starting at row documents/sta
               documents/length (N,)          int64   tokens per document before truncation
               documents/start  (N,)          int64   the document's first row
               documents/id     (N,)          str     the document's id column (with --id-column)
+              documents/source (N,)          int64   the document's global index in the Parquet input
+                                                     (with --on-error skip, where some are left out)
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ class ProjectWriter:
     a killed export always leaves files that reopen; `truncate` rolls back to a committed row count."""
 
     def __init__(self, out: str, outputs: list, max_len: int, labels: bool, doc_ids: bool, create: bool,
-                 skip_padding: str | None = None):
+                 skip_padding: str | None = None, source: bool = False):
         """outputs: the state model's model.Output list, in its order. skip_padding: None to write every
-        timestep, or the padding side ('pre'/'post') to write only the rows of real tokens."""
+        timestep, or the padding side ('pre'/'post') to write only the rows of real tokens. source: also
+        store each document's global input index (documents/source)."""
         self.out, self.max_len, self.outputs, self.skip_padding = out, max_len, outputs, skip_padding
         self.files = {}
         try:
@@ -60,6 +63,8 @@ class ProjectWriter:
             if doc_ids:
                 import h5py
                 _dataset(self.files["meta"], "documents/id", (), h5py.string_dtype("utf-8"), chunk_rows=4096)
+            if source:
+                _dataset(self.files["meta"], "documents/source", (), np.int64)
             self.flush()
         self.fds = [f.id.get_vfd_handle() for f in self.files.values()]
         self.row_sets = [self.files[o.file][o.path] for o in outputs] + [self.files["train"]["words"]]
@@ -67,6 +72,7 @@ class ProjectWriter:
         self.row_sets += [meta[k] for k in ("label", "doc") if k in meta]
         self.doc_sets = [meta["documents/length"], meta["documents/start"]]
         self.doc_sets += [meta["documents/id"]] if "documents/id" in meta else []
+        self.doc_sets += [meta["documents/source"]] if "documents/source" in meta else []
 
     @property
     def rows(self) -> int:
@@ -95,6 +101,7 @@ class ProjectWriter:
         rows.append(np.repeat(doc_index, counts))
         per_doc = [batch.lengths, start + np.cumsum(counts) - counts]
         per_doc += [batch.doc_ids] if batch.doc_ids is not None else []
+        per_doc += [batch.source] if len(self.doc_sets) > len(per_doc) else []
         d0 = self.doc_sets[0].shape[0]
         try:
             for ds, v in zip(self.row_sets, rows):
