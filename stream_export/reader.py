@@ -150,14 +150,30 @@ def open_shards(paths, columns: Columns) -> list[Shard]:
             raise InputError(f"shard {path} has no column {', '.join(map(repr, missing))}; its columns are "
                              f"{', '.join(schema.names)} (choose with --tokens-column/--label-column/--id-column)")
         _check_types(path, schema, columns)
-        selected = pa.schema([schema.field(c) for c in columns.names])
+        kinds = {c: _kind(schema.field(c).type) for c in columns.names}
         if first_schema is None:
-            first_schema = (path, selected)
-        elif not selected.equals(first_schema[1]):
-            raise InputError(f"shard {path} has columns {selected} but shard {first_schema[0]} has "
-                             f"{first_schema[1]}: all shards must share one schema")
+            first_schema = (path, kinds)
+        for c in columns.names:
+            if kinds[c] != first_schema[1][c]:
+                raise InputError(f"shard {path} has column {c!r} as {kinds[c]} but shard {first_schema[0]} "
+                                 f"as {first_schema[1][c]}: every shard must give a column the same kind of "
+                                 "values; rewrite one of them")
         shards.append(Shard(path, tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))))
     return shards
+
+
+def _kind(t) -> str:
+    """What a column holds, as far as the export cares: integer widths, list or large_list, string or
+    large_string and nullability may differ between shards."""
+    import pyarrow as pa
+
+    if pa.types.is_integer(t):
+        return "integers"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "strings"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"lists of {_kind(t.value_type)}"
+    return str(t)
 
 
 def _check_types(path, schema, columns: Columns):
@@ -297,7 +313,9 @@ def _convert(shard, first_row, rb, columns, max_len, padding, truncating, pad_va
         labels = _labels(rb.column(columns.label), columns, flag)
     if columns.doc_id is not None:
         col = rb.column(columns.doc_id)
-        doc_ids = np.array(pc.cast(col, pa.string()).to_pylist(), dtype=object)
+        flag(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)),
+             lambda r: f": id column {columns.doc_id!r} is null; give every document an id")
+        doc_ids = np.array(pc.cast(col, pa.string()).fill_null("").to_pylist(), dtype=object)
     source = base + first_row + np.arange(n, dtype=np.int64)
     if problems:
         if skipped is None:

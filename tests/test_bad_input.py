@@ -213,11 +213,11 @@ def test_label_that_is_not_a_class(models, good, tmp_path, capsys):
 # files -------------------------------------------------------------------------------------------------
 
 def test_shards_whose_schemas_differ(models, good, tmp_path, capsys):
-    pq.write_table(pa.table({"tokens": pa.array([[1]], pa.list_(pa.int64())), "label": [0], "id": ["x"]}),
+    pq.write_table(pa.table({"tokens": pa.array([[1]], pa.list_(pa.int64())), "label": [0], "id": [7]}),
                    good["dir"] / "b.parquet")
     assert run(*common(models["classic"], good["dir"], tmp_path / "out")) == 3
     assert names(error(capsys), re.escape(str(good["dir"] / "a.parquet")),
-                 re.escape(str(good["dir"] / "b.parquet")), "share one schema")
+                 re.escape(str(good["dir"] / "b.parquet")), "column 'id' as integers", "as strings")
     assert not (tmp_path / "out").exists()
 
 

@@ -148,11 +148,19 @@ def test_float_labels_rejected(tmp_path):
 
 
 def test_differing_schemas_name_both_shards(tmp_path):
-    a = write_shard(tmp_path / "a.parquet", [[1]], token_type=pa.int64())
-    b = write_shard(tmp_path / "b.parquet", [[1]], token_type=pa.int32())
-    message = error_message(lambda: open_shards([a, b], Columns()))
-    assert a in message
-    assert b in message
+    a = write_shard(tmp_path / "a.parquet", [[1]], labels=[0])
+    b = write_shard(tmp_path / "b.parquet", [[1]], labels=["x"])
+    message = error_message(lambda: open_shards([a, b], Columns(label="label", label_names=("x",))))
+    assert a in message and b in message
+    assert "column 'label' as strings" in message and "as integers" in message
+
+
+def test_integer_widths_may_differ_between_shards(tmp_path):
+    a = write_shard(tmp_path / "a.parquet", [[1, 2], [3]], token_type=pa.int64())
+    b = write_shard(tmp_path / "b.parquet", [[300, 4, 5]], token_type=pa.int16())
+    shards = open_shards([a, b], Columns())
+    (batch,) = iter_batches(shards, Columns(), 3, 8)
+    np.testing.assert_array_equal(batch.tokens, [[0, 1, 2], [0, 0, 3], [300, 4, 5]])
 
 
 def test_only_chosen_columns_must_agree(tmp_path):
@@ -347,3 +355,10 @@ def test_unknown_label_name(tmp_path, start_doc):
                             label_names=("neg", "pos"), start_doc=start_doc)
     assert names_row(message, 3)
     assert "'neutral'" in message
+
+
+def test_null_id_names_its_row(tmp_path):
+    a = write_shard(tmp_path / "a.parquet", [[1], [2], [3]], ids=["x", None, "z"])
+    columns = Columns(doc_id="doc_id")
+    message = error_message(lambda: read_all([a], columns, 2, 8))
+    assert f"shard {a}, row 1: id column 'doc_id' is null" in message
