@@ -15,7 +15,8 @@ EXIT_CODES = """exit codes:
   1   unexpected error (a bug: report)  5   output folder unusable (held open, read-only, full, ...)
   2   bad options                       6   cannot resume as asked
   3   bad input data or vocabulary      7   verify found problems (listed)
-                                        75  interrupted by SIGINT/SIGTERM: work committed, resume it
+  8   merge: a part is missing,         75  interrupted by SIGINT/SIGTERM: work committed, resume it
+      incomplete or incompatible
 """
 
 
@@ -61,6 +62,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="also write a project of K randomly sampled documents to OUT_sample, small enough "
                         "for LSTMVis's pattern search (default: none)")
     e.add_argument("--sample-seed", type=int, default=0, help="seed of --sample-docs' choice (default: 0)")
+    e.add_argument("--num-workers", type=int, metavar="N",
+                   help="split the export into N parts (balanced by rows) under OUT/parts; join them with "
+                        "`stream-export merge OUT`")
+    e.add_argument("--worker-index", type=int, metavar="I",
+                   help="export part I of --num-workers (default: from SLURM_ARRAY_TASK_ID or "
+                        "JOB_COMPLETION_INDEX)")
+    e.add_argument("--engine", choices=("local", "dask"), default="local",
+                   help="dask: run all --num-workers parts as Dask tasks, then merge (needs stream_export[dask])")
+    e.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster of "
+                        "--num-workers processes)")
     _common(e)
 
     r = sub.add_parser("resume", help="continue an interrupted export with its saved config")
@@ -99,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--docs", type=int, required=True, metavar="K", help="documents to sample")
     m.add_argument("--seed", type=int, default=0, help="seed of the choice (default: 0)")
     m.add_argument("--to", metavar="DIR", help="the sample folder (default: OUT_sample)")
+
+    g = sub.add_parser("merge", help="join the complete parts of a sharded export into one LSTMVis project")
+    g.add_argument("out", help="the folder given as --out to every worker (holds parts/)")
+    g.add_argument("--copy", action="store_true",
+                   help="write physical files instead of HDF5 virtual datasets over the parts")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
 
@@ -119,14 +137,34 @@ def _config(a) -> ExportConfig:
         raise ConfigError(f"--commit-every takes N (rows) or Ns (seconds); got {spec!r}") from None
     split = lambda text: tuple(x.strip() for x in text.split(",")) if text is not None else None  # noqa: E731
     absolute = lambda path: os.path.abspath(path) if path is not None else None  # noqa: E731
+    from stream_export.remote import is_uri
+
     return ExportConfig(
-        model=absolute(a.model), inputs=tuple(absolute(i) for i in a.input), out=absolute(a.out),
+        model=absolute(a.model), inputs=tuple(i if is_uri(i) else absolute(i) for i in a.input), out=absolute(a.out),
         vocab=absolute(a.vocab), tokens_column=a.tokens_column, label_column=a.label_column,
         id_column=a.id_column, label_names=split(a.label_names), max_len=a.max_len, padding=a.padding,
         truncating=a.truncating, pad_value=a.pad_value, layers=split(a.layers), batch_size=a.batch_size,
         commit_rows=commit_rows, commit_seconds=commit_seconds, cell_states=a.cell_states,
         predictions=a.predictions, skip_padding=a.skip_padding, sample_docs=a.sample_docs,
-        sample_seed=a.sample_seed)
+        sample_seed=a.sample_seed, **_worker(a))
+
+
+def _worker(a) -> dict:
+    """num_workers and worker_index: from the options, else from the batch system (said on stderr)."""
+    if a.engine == "dask":
+        if a.worker_index is not None:
+            raise ConfigError("--engine dask runs every part itself: drop --worker-index")
+        return {}
+    if a.scheduler is not None:
+        raise ConfigError("--scheduler needs --engine dask")
+    if a.num_workers is None and a.worker_index is None:
+        return {}
+    from stream_export.sharding import worker_from_env
+
+    index, count, source = worker_from_env(a.num_workers, a.worker_index)
+    if not a.quiet:
+        print(f"stream-export: part {index} of {count} (from {source})", file=sys.stderr)
+    return {"num_workers": count, "worker_index": index}
 
 
 def main(argv=None) -> int:
@@ -137,6 +175,13 @@ def main(argv=None) -> int:
             return _status(a.out, a.json)
         if a.command in _TOOLS:
             return _TOOLS[a.command](a)
+        if a.command == "export" and a.engine == "dask":
+            if a.overwrite and a.resume:
+                raise ConfigError("--overwrite and --resume contradict each other: choose one")
+            from stream_export.distributed import run_dask
+
+            summary = run_dask(_config(a), a.num_workers, a.scheduler, overwrite=a.overwrite, quiet=a.quiet)
+            return _done(a, summary)
         from stream_export import pipeline
 
         if a.command == "resume":
@@ -151,6 +196,10 @@ def main(argv=None) -> int:
             sys.stderr.flush()                                  # cleanly after a failed write
             os._exit(e.exit_code)
         return e.exit_code
+    return _done(a, summary)
+
+
+def _done(a, summary) -> int:
     if a.summary_json:
         with open(a.summary_json, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=1)
@@ -229,7 +278,18 @@ def _sample(a) -> int:
     return 0
 
 
-_TOOLS = {"inspect": _inspect, "verify": _verify, "preview": _preview, "sample": _sample}
+def _merge(a) -> int:
+    from stream_export.merge import merge
+
+    done = merge(a.out, copy=a.copy, log=(lambda m: None) if a.quiet else (lambda m: print(m, file=sys.stderr)))
+    if not a.quiet:
+        print(f"merged {done['parts']} parts: {done['documents']:,} documents, {done['rows']:,} rows "
+              f"({'copied' if a.copy else 'virtual datasets'}) in {done['seconds']:.1f} s into {a.out}",
+              file=sys.stderr)
+    return 0
+
+
+_TOOLS = {"inspect": _inspect, "verify": _verify, "preview": _preview, "sample": _sample, "merge": _merge}
 
 
 if __name__ == "__main__":

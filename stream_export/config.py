@@ -50,6 +50,10 @@ class ExportConfig:
     sample_docs: int = 0
     """When positive, also write a project of this many sampled documents beside OUT (see sample.py)."""
     sample_seed: int = 0
+    num_workers: int | None = None
+    """Split the export into this many parts (see sharding.py); None exports everything into `out`."""
+    worker_index: int | None = None
+    """Which part this run exports (0-based), written to out/parts/part-IIIII-of-NNNNN."""
 
     def __post_init__(self):
         if not self.inputs:
@@ -70,6 +74,16 @@ class ExportConfig:
             raise ConfigError(f"--sample-docs must be 0 (no sample) or more; got {self.sample_docs}")
         if self.layers is not None and not self.layers:
             raise ConfigError("--layers is empty: name at least one recurrent layer")
+        if self.num_workers is not None:
+            if self.num_workers < 1:
+                raise ConfigError(f"--num-workers must be at least 1; got {self.num_workers}")
+            if self.worker_index is None or not 0 <= self.worker_index < self.num_workers:
+                raise ConfigError(f"--worker-index must be in 0..{self.num_workers - 1}; got {self.worker_index}")
+            if self.sample_docs:
+                raise ConfigError("--sample-docs cannot be combined with --num-workers: run `stream-export "
+                                  "sample OUT` after `stream-export merge OUT`")
+        elif self.worker_index is not None:
+            raise ConfigError("--worker-index needs --num-workers (how many parts the export is split into)")
 
     @property
     def name(self) -> str:

@@ -21,32 +21,40 @@ OUR_FILES = (*FILES.values(), "lstm.yml", checkpoint.JOURNAL)
 
 
 def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = False, quiet: bool = False,
-           log=None) -> dict:
+           log=None, cache_model: bool = False) -> dict:
     """Run the export described by config and return its summary. With resume=True, continue the export
-    already in config.out (or start it, when the folder holds none)."""
+    already in config.out (or start it, when the folder holds none). With config.num_workers, export only
+    part worker_index, into config.out/parts/part-IIIII-of-NNNNN (see sharding.py). cache_model keeps the
+    loaded model in this process for the next call (one load per Dask worker process)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     started = time.monotonic()
     columns = Columns(config.tokens_column, config.label_column, config.id_column, config.label_names)
     paths = resolve_inputs(config.inputs)
     shards = open_shards(paths, columns)
     vocab = load_vocab(config.vocab) if config.vocab else None
+    part = None
+    if config.num_workers is not None:
+        from stream_export import sharding
+
+        part = sharding.part_of(shards, config.worker_index, config.num_workers)
 
     from stream_export import model as modelmod
 
-    model = modelmod.load_model(config.model)
-    max_len = _max_len(config, modelmod.input_length(model))
-    built = modelmod.build_state_model(model, config.layers, cell_states=config.cell_states,
-                                       predictions=config.predictions, timesteps=max_len)
+    fingerprints = {"model": checkpoint.file_fingerprint(config.model, whole=True),
+                    "shards": {p: checkpoint.file_fingerprint(p) for p in paths}}
+    model, max_len, built = _state_model(config, fingerprints["model"]["sha256"], cache_model)
     state_model, layers, outputs = built.model, built.layers, built.outputs
     for note in built.notes:
         log(note)
-    fingerprints = {"model": checkpoint.file_fingerprint(config.model, whole=True),
-                    "shards": {p: checkpoint.file_fingerprint(p) for p in paths}}
-    total_docs = sum(s.num_rows for s in shards)
-    out = config.out
+    total_docs = part.documents if part else sum(s.num_rows for s in shards)
+    out = sharding.part_dir(config.out, part.index, part.count) if part else config.out
+    first_doc = part.first_doc if part else 0
     created = not os.path.exists(out)
     try:
         os.makedirs(out, exist_ok=True)
+        if part:
+            log(f"worker {part.index} of {part.count}: documents {part.first_doc:,}..{part.stop_doc - 1:,} "
+                f"(row groups {part.units[0]}..{part.units[1] - 1}) into {out}")
     except OSError as e:
         raise OutputError(f"output folder {out} cannot be created: {e}") from e
     with checkpoint.FolderLock(out):
@@ -65,6 +73,8 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
                        "outputs": [vars(o) for o in outputs],
                        "totals": {"documents": total_docs, "rows": total_docs * max_len},
                        "committed": {"documents": 0, "rows": 0, "tokens": 0, "truncated": 0}}
+            if part:
+                journal["part"] = dict(part.to_dict(), corpus_documents=sum(s.num_rows for s in shards))
             _save(out, journal)
         committed = journal["committed"]
         _warn_if_short_of_space(out, outputs, journal, log)
@@ -76,14 +86,15 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
             writer.truncate(committed["documents"], committed["rows"])
             batches = iter_batches(shards, columns, max_len, config.batch_size, padding=config.padding,
                                    truncating=config.truncating, pad_value=config.pad_value,
-                                   start_doc=committed["documents"], max_token=modelmod.max_token_id(model))
+                                   start_doc=first_doc + committed["documents"], max_token=modelmod.max_token_id(model),
+                                   stop_doc=part.stop_doc if part else None)
             if vocab is not None:
                 batches = _check_vocab(batches, vocab, config.pad_value, shards, config)
-            _Run(config, journal, writer, shards, quiet, log).loop(
+            _Run(config, journal, writer, shards, quiet, log, out, first_doc).loop(
                 batches, state_model, with_labels=columns.label is not None, with_ids=columns.doc_id is not None)
             writer.close()
             _pause_for_tests("finish")
-            _finish(out, config, journal, vocab, outputs)
+            _finish(out, config, journal, vocab, outputs, name=os.path.basename(out) if part else config.name)
         except Exception as e:
             writer.close(check=False)
             if journal["committed"]["documents"] == 0 and not isinstance(e, Interrupted):
@@ -104,7 +115,28 @@ def resume(out: str, **kwargs) -> dict:
     journal = checkpoint.load(out)
     if journal is None:
         raise ResumeError(f"{out} holds no export to resume (no {checkpoint.JOURNAL})")
+    if journal.get("part"):  # a part of a sharded export: OUT/parts/part-..., its config names OUT
+        out = os.path.dirname(os.path.dirname(os.path.abspath(out)))
     return export(ExportConfig.from_dict(journal["config"]).replace(out=out), resume=True, **kwargs)
+
+
+_MODELS = {}
+"""(model path, SHA-256, what is exported) -> (model, max_len, built state model), with cache_model=True."""
+
+
+def _state_model(config, sha256, cache):
+    from stream_export import model as modelmod
+
+    key = (config.model, sha256, config.layers, config.cell_states, config.predictions, config.max_len)
+    if cache and key in _MODELS:
+        return _MODELS[key]
+    model = modelmod.load_model(config.model)
+    max_len = _max_len(config, modelmod.input_length(model))
+    built = modelmod.build_state_model(model, config.layers, cell_states=config.cell_states,
+                                       predictions=config.predictions, timesteps=max_len)
+    if cache:
+        _MODELS[key] = (model, max_len, built)
+    return model, max_len, built
 
 
 def _save(out, journal):
@@ -201,9 +233,9 @@ def _check_vocab(batches, vocab, pad_value, shards, config):
 class _Run:
     """The export loop's state: counters, commits, progress and signal handling."""
 
-    def __init__(self, config, journal, writer, shards, quiet, log):
+    def __init__(self, config, journal, writer, shards, quiet, log, out, first_doc=0):
         self.config, self.journal, self.writer, self.shards = config, journal, writer, shards
-        self.out, self.quiet, self.log = config.out, quiet, log
+        self.out, self.quiet, self.log, self.first_doc = out, quiet, log, first_doc
         self.stop_signal = None
 
     def loop(self, batches, state_model, with_labels, with_ids):
@@ -245,7 +277,8 @@ class _Run:
     def commit(self, done):
         """Make everything written so far durable: flush the HDF5 files, then replace the journal."""
         self.writer.flush()
-        position = locate(self.shards, done["documents"]) if done["documents"] < self.journal["totals"]["documents"] else None
+        position = (locate(self.shards, self.first_doc + done["documents"])
+                    if done["documents"] < self.journal["totals"]["documents"] else None)
         self.journal["committed"] = dict(done, next_shard=position[0] if position else None,
                                          next_row=position[1] if position else None)
         _save(self.out, self.journal)
@@ -259,7 +292,7 @@ class _Run:
                  "(SIGINT again aborts at once)")
 
 
-def _finish(out, config, journal, vocab, outputs):
+def _finish(out, config, journal, vocab, outputs, name):
     """Write the dicts and lstm.yml for what was written; the HDF5 files are closed already."""
     from stream_export.writer import unique_values
 
@@ -279,7 +312,7 @@ def _finish(out, config, journal, vocab, outputs):
         names = config.label_names
         classes = list(names) if names is not None and len(names) == count else [str(j) for j in range(count)]
         write_dict(os.path.join(out, FILES["classes"]), dict(enumerate(classes)))
-    write_lstm_yml(out, config.name, outputs, labels, journal["committed"]["documents"], classes)
+    write_lstm_yml(out, name, outputs, labels, journal["committed"]["documents"], classes)
     journal["complete"] = True
 
 

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stream_export import remote
 from stream_export.errors import InputError
+from stream_export.remote import is_uri, open_input
 
 
 def pad(offsets: np.ndarray, values: np.ndarray, max_len: int, padding: str = "pre",
@@ -31,9 +33,13 @@ def pad(offsets: np.ndarray, values: np.ndarray, max_len: int, padding: str = "p
 
 
 def resolve_inputs(patterns) -> list[str]:
-    """Expand files, directories (their *.parquet files, recursively) and globs into sorted unique paths."""
+    """Expand files, directories (their *.parquet files, recursively) and globs into sorted unique paths.
+    A URI (s3://, gs://, hdfs://, file://) is expanded through its pyarrow filesystem and kept as a URI."""
     paths = set()
     for pattern in patterns:
+        if is_uri(pattern):
+            paths.update(remote.resolve(pattern))
+            continue
         if os.path.isdir(pattern):
             found = glob.glob(os.path.join(glob.escape(pattern), "**", "*.parquet"), recursive=True)
             if not found:
@@ -99,7 +105,7 @@ def open_shards(paths, columns: Columns) -> list[Shard]:
     shards, first_schema = [], None
     for path in paths:
         try:
-            meta = pq.ParquetFile(path).metadata
+            meta = pq.ParquetFile(open_input(path)).metadata
         except (OSError, pa.ArrowInvalid) as e:
             raise InputError(f"shard {path} is not a readable Parquet file ({e}); "
                              "replace or remove it and run again") from e
@@ -138,11 +144,12 @@ def _check_types(path, schema, columns: Columns):
 
 
 def iter_batches(shards: list[Shard], columns: Columns, max_len: int, batch_size: int, *,
-                 padding="pre", truncating="pre", pad_value=0, start_doc=0, max_token=None):
+                 padding="pre", truncating="pre", pad_value=0, start_doc=0, max_token=None, stop_doc=None):
     """Yield Batch objects of exactly batch_size documents (the last may be smaller), starting at global
-    document start_doc. Skips whole row groups before start_doc without reading them."""
+    document start_doc and ending before stop_doc (default: the end). Skips whole row groups before
+    start_doc without reading them, and converts nothing from stop_doc on."""
     pending, pending_n, next_doc = [], 0, start_doc
-    for shard, first_row, table in _iter_tables(shards, columns, start_doc, batch_size):
+    for shard, first_row, table in _iter_tables(shards, columns, start_doc, batch_size, stop_doc):
         chunk = _convert(shard, first_row, table, columns, max_len, padding, truncating, pad_value,
                          max_token)
         pending.append(chunk)
@@ -159,12 +166,16 @@ def iter_batches(shards: list[Shard], columns: Columns, max_len: int, batch_size
         yield Batch(next_doc, *parts)
 
 
-def _iter_tables(shards, columns, start_doc, batch_size):
-    """Yield (shard, row of first record in shard, RecordBatch), skipping start_doc documents."""
+def _iter_tables(shards, columns, start_doc, batch_size, stop_doc=None):
+    """Yield (shard, row of first record in shard, RecordBatch), skipping start_doc documents and
+    stopping before stop_doc."""
     import pyarrow.parquet as pq
 
     skip = start_doc
+    left = None if stop_doc is None else stop_doc - start_doc
     for shard in shards:
+        if left is not None and left <= 0:
+            return
         if skip >= shard.num_rows:
             skip -= shard.num_rows
             continue
@@ -176,7 +187,7 @@ def _iter_tables(shards, columns, start_doc, batch_size):
             row += shard.row_groups[group]
             group += 1
         try:
-            reader = pq.ParquetFile(shard.path).iter_batches(
+            reader = pq.ParquetFile(open_input(shard.path)).iter_batches(
                 batch_size=max(batch_size, 1024), row_groups=range(group, len(shard.row_groups)),
                 columns=columns.names)
             for rb in reader:
@@ -185,6 +196,11 @@ def _iter_tables(shards, columns, start_doc, batch_size):
                     continue
                 if skip:
                     rb, row, skip = rb.slice(skip), row + skip, 0
+                if left is not None:
+                    if left <= 0:
+                        return
+                    rb = rb.slice(0, left) if rb.num_rows > left else rb
+                    left -= rb.num_rows
                 yield shard, row, rb
                 row += rb.num_rows
         except OSError as e:
