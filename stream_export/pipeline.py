@@ -122,6 +122,12 @@ def resume(out: str, **kwargs) -> dict:
 
 _MODELS = {}
 """(model path, SHA-256, what is exported) -> (model, max_len, built state model), with cache_model=True."""
+_LOADS = [0]
+
+
+def model_loads() -> int:
+    """How many times this process loaded a model file (the Dask tests check one load per worker)."""
+    return _LOADS[0]
 
 
 def _state_model(config, sha256, cache):
@@ -131,6 +137,7 @@ def _state_model(config, sha256, cache):
     if cache and key in _MODELS:
         return _MODELS[key]
     model = modelmod.load_model(config.model)
+    _LOADS[0] += 1
     max_len = _max_len(config, modelmod.input_length(model))
     built = modelmod.build_state_model(model, config.layers, cell_states=config.cell_states,
                                        predictions=config.predictions, timesteps=max_len)
@@ -245,7 +252,10 @@ class _Run:
         max_len = self.journal["max_len"]
         progress = _Progress(self.journal["totals"]["rows"], done["rows"], self.quiet, self.log)
         last_rows, last_time = done["rows"], time.monotonic()
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        import threading  # a Dask task runs in a worker thread, where signals cannot be handled
+
+        previous = ({s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+                    if threading.current_thread() is threading.main_thread() else {})
         try:
             for batch, states in state_batches(batches, state_model, max_len, with_labels, with_ids):
                 try:

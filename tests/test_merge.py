@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import time
 
 import h5py
 import numpy as np
@@ -129,3 +130,43 @@ def test_a_part_killed_midway_resumes_and_merges(models, corpus, tmp_path, capsy
     assert main(["resume", "--quiet", str(part0)]) == 0
     assert main(["merge", str(out)]) == 0, capsys.readouterr().err
     assert_same(contents(out), corpus["single"]["plain"])
+
+
+def test_dask_cluster_of_two_processes_survives_a_killed_worker(models, corpus, tmp_path, monkeypatch, capsys):
+    """Three parts on a LocalCluster of 2 worker processes, through --engine dask --scheduler; the worker
+    exporting part 0 is SIGKILLed midway: Dask runs the task again, which resumes the part."""
+    distributed = pytest.importorskip("dask.distributed")
+    import threading
+
+    monkeypatch.setenv("STREAM_EXPORT_PAUSE_AT", "batch:0.25")  # inherited by the worker processes
+    out = tmp_path / "out"
+    part0 = out / "parts" / "part-00000-of-00003"
+    killed = []
+
+    def kill_part0_worker():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if (committed(part0) or 0) >= 4:
+                pid = int((part0 / ".stream_export.lock").read_text().split()[1])
+                os.kill(pid, signal.SIGKILL)
+                killed.append((pid, committed(part0)))
+            time.sleep(0.02)
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        watcher = threading.Thread(target=kill_part0_worker)
+        watcher.start()
+        command = args(models["classic"], corpus["inputs"], out, "--engine", "dask", "--num-workers", 3,
+                       "--scheduler", cluster.scheduler_address, "--commit-every", 8,
+                       "--summary-json", tmp_path / "summary.json")
+        code = main([a for a in command if a != "--quiet"])  # the progress lines are checked
+        watcher.join()
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert killed and 4 <= killed[0][1] < 20, killed
+    assert "3/3 parts done" in err and "rows/s" in err
+    assert_same(contents(out), corpus["single"]["plain"])
+    tasks = json.loads((tmp_path / "summary.json").read_text())["tasks"]
+    assert len(tasks) == 3 and killed[0][0] not in {t["pid"] for t in tasks}  # part 0 finished elsewhere
+    for pid in {t["pid"] for t in tasks}:  # each process loaded the model once, whatever it ran
+        assert max(t["model_loads"] for t in tasks if t["pid"] == pid) == 1
