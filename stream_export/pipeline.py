@@ -257,7 +257,8 @@ class _Run:
         previous = ({s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
                     if threading.current_thread() is threading.main_thread() else {})
         try:
-            for batch, states in state_batches(batches, state_model, max_len, with_labels, with_ids):
+            for batch, states in state_batches(batches, state_model, max_len, with_labels, with_ids,
+                                               grid=self.config.batch_size):
                 try:
                     rows = self.writer.append(batch, states)
                 except DiskFull:

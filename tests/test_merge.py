@@ -23,7 +23,8 @@ def args(model, inputs, out, *extra):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, models):
-    """57 documents in 3 shards of row groups of 5 (and an empty shard), and the single-process exports."""
+    """57 documents in 3 shards of row groups of 3 (and an empty shard), so that parts start between
+    batches of 4, and the single-process exports."""
     d = tmp_path_factory.mktemp("sharded")
     rng = np.random.default_rng(3)
     docs = random_docs(rng, 57)
@@ -31,7 +32,7 @@ def corpus(tmp_path_factory, models):
     ids = [f"d{i}" for i in range(57)]
     (d / "in").mkdir()
     for k, (lo, hi) in enumerate([(0, 23), (23, 23), (23, 31), (31, 57)]):
-        write_shard(d / "in" / f"s{k}.parquet", docs[lo:hi], labels[lo:hi], ids[lo:hi], row_group_size=5)
+        write_shard(d / "in" / f"s{k}.parquet", docs[lo:hi], labels[lo:hi], ids[lo:hi], row_group_size=3)
     single = {}
     for name, extra in {"plain": (), "skip": ("--skip-padding", "--predictions")}.items():
         out = d / f"single-{name}" / "out"  # the same basename as the merged folders: lstm.yml names it
