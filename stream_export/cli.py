@@ -62,9 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also write a project of K randomly sampled documents to OUT_sample, small enough "
                         "for LSTMVis's pattern search (default: none)")
     e.add_argument("--sample-seed", type=int, default=0, help="seed of --sample-docs' choice (default: 0)")
-    e.add_argument("--num-workers", type=int, metavar="N",
+    e.add_argument("--num-workers", metavar="N|auto",
                    help="split the export into N parts (balanced by rows) under OUT/parts; join them with "
-                        "`stream-export merge OUT`")
+                        "`stream-export merge OUT`; auto: N from SLURM_ARRAY_TASK_COUNT")
     e.add_argument("--worker-index", type=int, metavar="I",
                    help="export part I of --num-workers (default: from SLURM_ARRAY_TASK_ID or "
                         "JOB_COMPLETION_INDEX)")
@@ -151,17 +151,24 @@ def _config(a) -> ExportConfig:
 
 def _worker(a) -> dict:
     """num_workers and worker_index: from the options, else from the batch system (said on stderr)."""
+    count = a.num_workers
+    if count not in (None, "auto"):
+        try:
+            count = int(count)
+        except ValueError:
+            raise ConfigError(f"--num-workers takes a number or auto; got {count!r}") from None
     if a.engine == "dask":
-        if a.worker_index is not None:
-            raise ConfigError("--engine dask runs every part itself: drop --worker-index")
+        if a.worker_index is not None or count in (None, "auto"):
+            raise ConfigError("--engine dask runs every part itself: give --num-workers N and no --worker-index")
+        a.num_workers = count
         return {}
     if a.scheduler is not None:
         raise ConfigError("--scheduler needs --engine dask")
-    if a.num_workers is None and a.worker_index is None:
+    if count is None and a.worker_index is None:
         return {}
     from stream_export.sharding import worker_from_env
 
-    index, count, source = worker_from_env(a.num_workers, a.worker_index)
+    index, count, source = worker_from_env(None if count == "auto" else count, a.worker_index)
     if not a.quiet:
         print(f"stream-export: part {index} of {count} (from {source})", file=sys.stderr)
     return {"num_workers": count, "worker_index": index}

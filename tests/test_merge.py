@@ -171,3 +171,23 @@ def test_dask_cluster_of_two_processes_survives_a_killed_worker(models, corpus, 
     assert len(tasks) == 3 and killed[0][0] not in {t["pid"] for t in tasks}  # part 0 finished elsewhere
     for pid in {t["pid"] for t in tasks}:  # each process loaded the model once, whatever it ran
         assert max(t["model_loads"] for t in tasks if t["pid"] == pid) == 1
+
+
+def test_worker_index_from_slurm_and_kubernetes(models, corpus, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    for task in (10, 11):  # a SLURM array 10-12: index = task - SLURM_ARRAY_TASK_MIN
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(task))
+        monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "10")
+        monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+        assert main([a for a in args(models["classic"], corpus["inputs"], out, "--num-workers", "auto")
+                     if a != "--quiet"]) == 0
+        assert f"part {task - 10} of 3 (from SLURM_ARRAY_TASK_ID={task}" in capsys.readouterr().err
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "2")
+    assert main(args(models["classic"], corpus["inputs"], out, "--num-workers", "auto")) == 2  # no count
+    assert main([a for a in args(models["classic"], corpus["inputs"], out, "--num-workers", 3)
+                 if a != "--quiet"]) == 0
+    assert "part 2 of 3 (from JOB_COMPLETION_INDEX=2" in capsys.readouterr().err
+    assert main(["merge", "--quiet", str(out)]) == 0
+    assert_same(contents(out), corpus["single"]["plain"])
