@@ -114,6 +114,10 @@ def resume(out: str, **kwargs) -> dict:
     """Continue the export in OUT with the config saved in its journal."""
     journal = checkpoint.load(out)
     if journal is None:
+        if os.path.isdir(os.path.join(out, "parts")):
+            raise ResumeError(f"{out} holds the parts of a sharded export, not one export: resume a part with "
+                              f"`stream-export resume {os.path.join(out, 'parts', 'part-…')}` (or run its worker "
+                              "again with --resume), then `stream-export merge`")
         raise ResumeError(f"{out} holds no export to resume (no {checkpoint.JOURNAL})")
     if journal.get("part"):  # a part of a sharded export: OUT/parts/part-..., its config names OUT
         out = os.path.dirname(os.path.dirname(os.path.abspath(out)))
