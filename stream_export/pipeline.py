@@ -40,12 +40,12 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
 
     from stream_export import model as modelmod
 
-    fingerprints = {"model": checkpoint.file_fingerprint(config.model, whole=True),
-                    "shards": {p: checkpoint.file_fingerprint(p) for p in paths}}
-    model, max_len, built = _state_model(config, fingerprints["model"]["sha256"], cache_model)
+    model, max_len, built = _state_model(config, cache_model)
     state_model, layers, outputs = built.model, built.layers, built.outputs
     for note in built.notes:
         log(note)
+    fingerprints = {"model": checkpoint.file_fingerprint(config.model, whole=True),
+                    "shards": {p: checkpoint.file_fingerprint(p) for p in paths}}
     total_docs = part.documents if part else sum(s.num_rows for s in shards)
     out = sharding.part_dir(config.out, part.index, part.count) if part else config.out
     first_doc = part.first_doc if part else 0
@@ -87,7 +87,7 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
             batches = iter_batches(shards, columns, max_len, config.batch_size, padding=config.padding,
                                    truncating=config.truncating, pad_value=config.pad_value,
                                    start_doc=first_doc + committed["documents"], max_token=modelmod.max_token_id(model),
-                                   stop_doc=part.stop_doc if part else None)
+                                   stop_doc=part.stop_doc if part else None, align=True)
             if vocab is not None:
                 batches = _check_vocab(batches, vocab, config.pad_value, shards, config)
             _Run(config, journal, writer, shards, quiet, log, out, first_doc).loop(
@@ -134,12 +134,16 @@ def model_loads() -> int:
     return _LOADS[0]
 
 
-def _state_model(config, sha256, cache):
+def _state_model(config, cache):
     from stream_export import model as modelmod
 
-    key = (config.model, sha256, config.layers, config.cell_states, config.predictions, config.max_len)
-    if cache and key in _MODELS:
-        return _MODELS[key]
+    if cache and os.path.isfile(config.model):  # a changed file is a new key
+        key = (config.model, checkpoint.file_fingerprint(config.model, whole=True)["sha256"], config.layers,
+               config.cell_states, config.predictions, config.max_len)
+        if key in _MODELS:
+            return _MODELS[key]
+    else:
+        cache = False
     model = modelmod.load_model(config.model)
     _LOADS[0] += 1
     max_len = _max_len(config, modelmod.input_length(model))

@@ -144,11 +144,13 @@ def _check_types(path, schema, columns: Columns):
 
 
 def iter_batches(shards: list[Shard], columns: Columns, max_len: int, batch_size: int, *,
-                 padding="pre", truncating="pre", pad_value=0, start_doc=0, max_token=None, stop_doc=None):
-    """Yield Batch objects of batch_size documents, starting at global document start_doc and ending
-    before stop_doc (default: the end). Batches end on multiples of batch_size in global numbering, so a
-    start or stop between them gives a smaller first or last batch, and any run of documents is batched
-    as the whole corpus is (see tfdata.state_batches: a document's states are then bit-identical). Skips whole row groups before
+                 padding="pre", truncating="pre", pad_value=0, start_doc=0, max_token=None, stop_doc=None,
+                 align=False):
+    """Yield Batch objects of exactly batch_size documents (the last may be smaller), starting at global
+    document start_doc and ending before stop_doc (default: the end). With align=True batches end on
+    multiples of batch_size in global numbering instead, so a start between them gives a smaller first
+    batch, and any run of documents is batched as the whole corpus is (see tfdata.state_batches: a
+    document's states are then bit-identical). Skips whole row groups before
     start_doc without reading them, and converts nothing from stop_doc on."""
     pending, pending_n, next_doc = [], 0, start_doc
     for shard, first_row, table in _iter_tables(shards, columns, start_doc, batch_size, stop_doc):
@@ -156,7 +158,7 @@ def iter_batches(shards: list[Shard], columns: Columns, max_len: int, batch_size
                          max_token)
         pending.append(chunk)
         pending_n += len(chunk[0])
-        while pending_n >= (size := batch_size - next_doc % batch_size):
+        while pending_n >= (size := batch_size - next_doc % batch_size if align else batch_size):
             parts = [np.concatenate(p) if p[0] is not None else None for p in zip(*pending)]
             yield Batch(next_doc, *(p[:size] if p is not None else None for p in parts))
             next_doc += size

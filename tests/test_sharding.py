@@ -54,3 +54,27 @@ def test_worker_index_from_the_environment():
         worker_from_env(3, None, env={})
     with pytest.raises(ConfigError, match="0..2"):
         part_of([Shard("a", (3,))], 3, 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(docs=st.lists(st.lists(st.integers(1, 50), max_size=5), max_size=30), row_group_size=st.integers(1, 4),
+       batch_size=st.integers(1, 6), data=st.data())
+def test_aligned_batches_of_a_document_range(tmp_path_factory, docs, row_group_size, batch_size, data):
+    """A part's reader: documents [start, stop) exactly, in batches that end on multiples of batch_size."""
+    import numpy as np
+
+    from conftest import write_shard
+    from stream_export.reader import Columns, iter_batches, open_shards
+
+    start = data.draw(st.integers(0, len(docs)), label="start")
+    stop = data.draw(st.integers(start, len(docs)), label="stop")
+    path = write_shard(tmp_path_factory.mktemp("r") / "a.parquet", docs, row_group_size=row_group_size)
+    batches = list(iter_batches(open_shards([path], Columns()), Columns(), 5, batch_size, start_doc=start,
+                                stop_doc=stop, align=True))
+    got = [b.first_doc + i for b in batches for i in range(len(b.tokens))]
+    assert got == list(range(start, stop))
+    for b in batches:
+        assert b.first_doc // batch_size == (b.first_doc + len(b.tokens) - 1) // batch_size  # never crosses
+        assert len(b.tokens) == batch_size or b.first_doc % batch_size or b.first_doc + len(b.tokens) == stop
+    lengths = np.concatenate([b.lengths for b in batches]).tolist() if batches else []
+    assert lengths == [len(d) for d in docs[start:stop]]
