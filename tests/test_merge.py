@@ -191,3 +191,19 @@ def test_worker_index_from_slurm_and_kubernetes(models, corpus, tmp_path, monkey
     assert "part 2 of 3 (from JOB_COMPLETION_INDEX=2" in capsys.readouterr().err
     assert main(["merge", "--quiet", str(out)]) == 0
     assert_same(contents(out), corpus["single"]["plain"])
+
+
+def test_more_workers_than_row_groups_leaves_empty_parts_that_merge(models, tmp_path):
+    from conftest import random_docs as docs_of
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    docs = docs_of(np.random.default_rng(2), 5)
+    write_shard(folder / "a.parquet", docs, [0, 1, 2, 0, 1], [f"x{i}" for i in range(5)], row_group_size=2)
+    assert main(args(models["classic"], folder, tmp_path / "single" / "out")) == 0
+    out = tmp_path / "out"
+    for i in range(6):  # 3 row groups, 6 workers: 3 parts without documents
+        assert main(args(models["classic"], folder, out, "--num-workers", 6, "--worker-index", i)) == 0
+    assert main(["merge", "--quiet", str(out)]) == 0
+    assert_same(contents(out), contents(tmp_path / "single" / "out"))
+    assert main(["verify", str(out), "--sample", "3"]) == 0
