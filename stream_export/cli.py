@@ -226,6 +226,8 @@ def _status(out, as_json) -> int:
     from stream_export import checkpoint
 
     journal = checkpoint.load(out)
+    if journal is None and os.path.isdir(os.path.join(out, "parts")):
+        return _parts_status(out, as_json)
     if journal is None:
         print(f"stream-export: error: {out} holds no export", file=sys.stderr)
         return 6
@@ -241,6 +243,28 @@ def _status(out, as_json) -> int:
         state = "complete" if info["complete"] else f"incomplete, resume with: stream-export resume {out}"
         print(f"{out}: {state}\n  documents {c['documents']:,} / {t['documents']:,}\n"
               f"  rows {c['rows']:,} / {t['rows']:,} ({info['percent']}%)\n  last commit {info['updated']}")
+    return 0
+
+
+def _parts_status(out, as_json) -> int:
+    """The status of each part of a sharded export in OUT/parts, before it is merged."""
+    from stream_export import checkpoint
+
+    parts = []
+    for name in sorted(os.listdir(os.path.join(out, "parts"))):
+        journal = checkpoint.load(os.path.join(out, "parts", name))
+        c, t = (journal["committed"], journal["totals"]) if journal else ({"documents": 0}, {"documents": None})
+        parts.append({"part": name, "complete": bool(journal and journal["complete"]),
+                      "committed_documents": c["documents"], "total_documents": t["documents"]})
+    info = {"out": out, "merged": False, "parts": parts}
+    if as_json:
+        print(json.dumps(info, indent=1))
+    else:
+        print(f"{out}: sharded export, not merged yet; {sum(p['complete'] for p in parts)} of {len(parts)} parts "
+              "complete (`stream-export merge` checks that all N are there)")
+        for p in parts:
+            state = "complete" if p["complete"] else ("no journal" if p["total_documents"] is None else "incomplete")
+            print(f"  {p['part']}: {state}, documents {p['committed_documents']:,} / {p['total_documents'] or 0:,}")
     return 0
 
 

@@ -128,6 +128,11 @@ def test_a_part_killed_midway_resumes_and_merges(models, corpus, tmp_path, capsy
     assert 0 < committed(part0) < 28
     assert main(["merge", str(out)]) == 8
     assert "part-00000-of-00002 is incomplete" in capsys.readouterr().err
+    assert main(["status", "--json", str(out)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert [(p["part"], p["complete"]) for p in status["parts"]] == [("part-00000-of-00002", False),
+                                                                      ("part-00001-of-00002", True)]
+    assert status["parts"][0]["committed_documents"] == committed(part0)
     assert main(["resume", "--quiet", str(part0)]) == 0
     assert main(["merge", str(out)]) == 0, capsys.readouterr().err
     assert_same(contents(out), corpus["single"]["plain"])
