@@ -30,9 +30,8 @@ def filesystem(uri: str):
     base, query = _split_query(uri)
     key = (re.match(r"^[^:]+://[^/]*", base).group(0), query)
     try:
-        if key not in _filesystems:
-            _filesystems[key] = fs.FileSystem.from_uri(uri)[0]
-        return _filesystems[key], fs.FileSystem.from_uri(uri)[1]
+        made, path = fs.FileSystem.from_uri(uri)  # parsing is cheap; the first one made is kept and reused
+        return _filesystems.setdefault(key, made), path
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError or ValueError depending on the scheme
         raise InputError(f"input {uri!r} cannot be opened: {e}") from e
 
