@@ -52,7 +52,12 @@ def load(out: str) -> dict | None:
 
 
 def file_fingerprint(path: str, whole: bool = False) -> dict:
-    """Size, modification time and a SHA-256 of the file (whole, or for Parquet the footer only)."""
+    """Size, modification time and a SHA-256 of the file (whole, or for Parquet the footer only). A URI
+    (s3://...) is read through its pyarrow filesystem."""
+    from stream_export import remote
+
+    if remote.is_uri(path):
+        return remote.fingerprint(path)
     st = os.stat(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:

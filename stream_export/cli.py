@@ -17,7 +17,8 @@ EXIT_CODES = """exit codes:
   1   unexpected error (a bug: report)  5   output folder unusable (held open, read-only, full, ...)
   2   bad options                       6   cannot resume as asked
   3   bad input data or vocabulary      7   verify found problems (listed)
-                                        75  interrupted by SIGINT/SIGTERM: work committed, resume it
+  8   merge: a part is missing,         75  interrupted by SIGINT/SIGTERM: work committed, resume it
+      incomplete or incompatible
 """
 
 
@@ -67,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="a bad document (null, null or out-of-range token ids, unknown vocabulary ids, bad "
                         "label, NaN/Inf states) stops the export (default), or is left out, counted and "
                         "listed in OUT/skipped.tsv; bad files stop it either way")
+    e.add_argument("--num-workers", metavar="N|auto",
+                   help="split the export into N parts (balanced by rows) under OUT/parts; join them with "
+                        "`stream-export merge OUT`; auto: N from SLURM_ARRAY_TASK_COUNT")
+    e.add_argument("--worker-index", type=int, metavar="I",
+                   help="export part I of --num-workers (default: from SLURM_ARRAY_TASK_ID or "
+                        "JOB_COMPLETION_INDEX)")
+    e.add_argument("--engine", choices=("local", "dask"), default="local",
+                   help="dask: run all --num-workers parts as Dask tasks, then merge (needs stream_export[dask])")
+    e.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster of "
+                        "--num-workers processes)")
     _common(e)
 
     r = sub.add_parser("resume", help="continue an interrupted export with its saved config")
@@ -105,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--docs", type=int, required=True, metavar="K", help="documents to sample")
     m.add_argument("--seed", type=int, default=0, help="seed of the choice (default: 0)")
     m.add_argument("--to", metavar="DIR", help="the sample folder (default: OUT_sample)")
+
+    g = sub.add_parser("merge", help="join the complete parts of a sharded export into one LSTMVis project")
+    g.add_argument("out", help="the folder given as --out to every worker (holds parts/)")
+    g.add_argument("--copy", action="store_true",
+                   help="write physical files instead of HDF5 virtual datasets over the parts")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
 
@@ -124,6 +142,7 @@ def _config(a) -> ExportConfig:
     except ValueError:
         raise ConfigError(f"--commit-every takes N (rows) or Ns (seconds); got {spec!r}") from None
     split = lambda text: tuple(x.strip() for x in text.split(",")) if text is not None else None  # noqa: E731
+    from stream_export.remote import is_uri
 
     def absolute(path, option):
         if path is not None and not path.strip():  # abspath('') would quietly mean the current folder
@@ -131,13 +150,40 @@ def _config(a) -> ExportConfig:
         return os.path.abspath(path) if path is not None else None
 
     return ExportConfig(
-        model=absolute(a.model, "--model"), inputs=tuple(absolute(i, "--input") for i in a.input),
-        out=absolute(a.out, "--out"), vocab=absolute(a.vocab, "--vocab"), tokens_column=a.tokens_column, label_column=a.label_column,
+        model=absolute(a.model, "--model"),
+        inputs=tuple(i if is_uri(i) else absolute(i, "--input") for i in a.input),
+        out=absolute(a.out, "--out"), vocab=absolute(a.vocab, "--vocab"), tokens_column=a.tokens_column,
+        label_column=a.label_column,
         id_column=a.id_column, label_names=split(a.label_names), max_len=a.max_len, padding=a.padding,
         truncating=a.truncating, pad_value=a.pad_value, layers=split(a.layers), batch_size=a.batch_size,
         commit_rows=commit_rows, commit_seconds=commit_seconds, cell_states=a.cell_states,
         predictions=a.predictions, skip_padding=a.skip_padding, sample_docs=a.sample_docs,
-        sample_seed=a.sample_seed, on_error=a.on_error)
+        sample_seed=a.sample_seed, on_error=a.on_error, **_worker(a))
+
+
+def _worker(a) -> dict:
+    """num_workers and worker_index: from the options, else from the batch system (said on stderr)."""
+    count = a.num_workers
+    if count not in (None, "auto"):
+        try:
+            count = int(count)
+        except ValueError:
+            raise ConfigError(f"--num-workers takes a number or auto; got {count!r}") from None
+    if a.engine == "dask":
+        if a.worker_index is not None or count in (None, "auto"):
+            raise ConfigError("--engine dask runs every part itself: give --num-workers N and no --worker-index")
+        a.num_workers = count
+        return {}
+    if a.scheduler is not None:
+        raise ConfigError("--scheduler needs --engine dask")
+    if count is None and a.worker_index is None:
+        return {}
+    from stream_export.sharding import worker_from_env
+
+    index, count, source = worker_from_env(None if count == "auto" else count, a.worker_index)
+    if not a.quiet:
+        print(f"stream-export: part {index} of {count} (from {source})", file=sys.stderr)
+    return {"num_workers": count, "worker_index": index}
 
 
 def main(argv=None) -> int:
@@ -150,6 +196,13 @@ def main(argv=None) -> int:
             _start_tensorflow()
         if a.command in _TOOLS:
             return _TOOLS[a.command](a)
+        if a.command == "export" and a.engine == "dask":
+            if a.overwrite and a.resume:
+                raise ConfigError("--overwrite and --resume contradict each other: choose one")
+            from stream_export.distributed import run_dask
+
+            summary = run_dask(_config(a), a.num_workers, a.scheduler, overwrite=a.overwrite, quiet=a.quiet)
+            return _done(a, summary)
         from stream_export import pipeline
 
         if a.command == "resume":
@@ -167,6 +220,10 @@ def main(argv=None) -> int:
             sys.stderr.flush()                                  # cleanly after a failed write
             os._exit(e.exit_code)
         return e.exit_code
+    return _done(a, summary)
+
+
+def _done(a, summary) -> int:
     if a.summary_json:
         os.makedirs(os.path.dirname(os.path.abspath(a.summary_json)), exist_ok=True)
         with open(a.summary_json, "w", encoding="utf-8") as f:
@@ -228,6 +285,8 @@ def _status(out, as_json) -> int:
     from stream_export import checkpoint
 
     journal = checkpoint.load(out)
+    if journal is None and os.path.isdir(os.path.join(out, "parts")):
+        return _parts_status(out, as_json)
     if journal is None:
         print(f"stream-export: error: {out} holds no export", file=sys.stderr)
         return 6
@@ -252,6 +311,28 @@ def _status(out, as_json) -> int:
         total = f"{c['rows']:,}" if info["complete"] else f"at most {t['rows']:,}" if fewer else f"{t['rows']:,}"
         print(f"{out}: {state}\n  documents {c['documents']:,} / {t['documents']:,}{skipped} ({info['percent']}%)\n"
               f"  rows {c['rows']:,} / {total}\n  last commit {info['updated']}")
+    return 0
+
+
+def _parts_status(out, as_json) -> int:
+    """The status of each part of a sharded export in OUT/parts, before it is merged."""
+    from stream_export import checkpoint
+
+    parts = []
+    for name in sorted(os.listdir(os.path.join(out, "parts"))):
+        journal = checkpoint.load(os.path.join(out, "parts", name))
+        c, t = (journal["committed"], journal["totals"]) if journal else ({"documents": 0}, {"documents": None})
+        parts.append({"part": name, "complete": bool(journal and journal["complete"]),
+                      "committed_documents": c["documents"], "total_documents": t["documents"]})
+    info = {"out": out, "merged": False, "parts": parts}
+    if as_json:
+        print(json.dumps(info, indent=1))
+    else:
+        print(f"{out}: sharded export, not merged yet; {sum(p['complete'] for p in parts)} of {len(parts)} parts "
+              "complete (`stream-export merge` checks that all N are there)")
+        for p in parts:
+            state = "complete" if p["complete"] else ("no journal" if p["total_documents"] is None else "incomplete")
+            print(f"  {p['part']}: {state}, documents {p['committed_documents']:,} / {p['total_documents'] or 0:,}")
     return 0
 
 
@@ -296,7 +377,18 @@ def _sample(a) -> int:
     return 0
 
 
-_TOOLS = {"inspect": _inspect, "verify": _verify, "preview": _preview, "sample": _sample}
+def _merge(a) -> int:
+    from stream_export.merge import merge
+
+    done = merge(a.out, copy=a.copy, log=(lambda m: None) if a.quiet else (lambda m: print(m, file=sys.stderr)))
+    if not a.quiet:
+        print(f"merged {done['parts']} parts: {done['documents']:,} documents, {done['rows']:,} rows "
+              f"({'copied' if a.copy else 'virtual datasets'}) in {done['seconds']:.1f} s into {a.out}",
+              file=sys.stderr)
+    return 0
+
+
+_TOOLS = {"inspect": _inspect, "verify": _verify, "preview": _preview, "sample": _sample, "merge": _merge}
 
 
 if __name__ == "__main__":

@@ -54,6 +54,10 @@ class ExportConfig:
     on_error: str = "stop"
     """What a bad document does: 'stop' the export at the first one, or 'skip' it (left out, counted and
     listed in skipped.tsv). File-level problems stop the export either way."""
+    num_workers: int | None = None
+    """Split the export into this many parts (see sharding.py); None exports everything into `out`."""
+    worker_index: int | None = None
+    """Which part this run exports (0-based), written to out/parts/part-IIIII-of-NNNNN."""
 
     def __post_init__(self):
         if not self.inputs:
@@ -84,6 +88,20 @@ class ExportConfig:
             raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}; got {self.on_error!r}")
         if self.layers is not None and not self.layers:
             raise ConfigError("--layers is empty: name at least one recurrent layer")
+        if self.num_workers is not None:
+            if self.num_workers < 1:
+                raise ConfigError(f"--num-workers must be at least 1; got {self.num_workers}")
+            if self.worker_index is None or not 0 <= self.worker_index < self.num_workers:
+                raise ConfigError(f"--worker-index must be in 0..{self.num_workers - 1}; got {self.worker_index}")
+            if self.sample_docs:
+                raise ConfigError("--sample-docs cannot be combined with --num-workers: run `stream-export "
+                                  "sample OUT` after `stream-export merge OUT`")
+            if self.on_error == "skip":
+                raise ConfigError("--on-error skip cannot be combined with --num-workers yet: the parts would "
+                                  "number their documents on their own; export in one process, or fix the "
+                                  "bad documents first")
+        elif self.worker_index is not None:
+            raise ConfigError("--worker-index needs --num-workers (how many parts the export is split into)")
 
     @property
     def name(self) -> str:

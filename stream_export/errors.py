@@ -45,3 +45,9 @@ class Interrupted(ExportError):
     """SIGINT/SIGTERM arrived; the work done so far is committed (exit code 75, EX_TEMPFAIL)."""
 
     exit_code = 75
+
+
+class MergeError(ExportError):
+    """The parts of a sharded export cannot be merged: one is missing, incomplete or different (exit code 8)."""
+
+    exit_code = 8

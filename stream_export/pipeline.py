@@ -25,37 +25,45 @@ OUR_FILES = (*FILES.values(), "lstm.yml", SKIPPED, checkpoint.JOURNAL)
 
 
 def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = False, quiet: bool = False,
-           log=None) -> dict:
+           log=None, cache_model: bool = False) -> dict:
     """Run the export described by config and return its summary. With resume=True, continue the export
-    already in config.out (or start it, when the folder holds none)."""
+    already in config.out (or start it, when the folder holds none). With config.num_workers, export only
+    part worker_index, into config.out/parts/part-IIIII-of-NNNNN (see sharding.py). cache_model keeps the
+    loaded model in this process for the next call (one load per Dask worker process)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     started = time.monotonic()
     columns = Columns(config.tokens_column, config.label_column, config.id_column, config.label_names)
     paths = resolve_inputs(config.inputs)
     shards = open_shards(paths, columns)
     vocab = load_vocab(config.vocab) if config.vocab else None
+    part = None
+    if config.num_workers is not None:
+        from stream_export import sharding
+
+        part = sharding.part_of(shards, config.worker_index, config.num_workers)
 
     from stream_export import model as modelmod
 
-    model = modelmod.load_model(config.model)
-    max_len = _max_len(config, modelmod.input_length(model))
+    model, max_len, built = _state_model(config, cache_model)
     max_token = modelmod.max_token_id(model)
     if config.pad_value < 0 or (max_token is not None and config.pad_value > max_token):
         raise ConfigError(f"--pad-value {config.pad_value} is not a token id the model accepts (0..{max_token}, "
                           "its embedding's input_dim - 1)" if max_token is not None else
                           f"--pad-value {config.pad_value} is negative: give the padding token's id")
-    built = modelmod.build_state_model(model, config.layers, cell_states=config.cell_states,
-                                       predictions=config.predictions, timesteps=max_len)
     state_model, layers, outputs = built.model, built.layers, built.outputs
     for note in built.notes:
         log(note)
     fingerprints = {"model": checkpoint.file_fingerprint(config.model, whole=True),
                     "shards": {p: checkpoint.file_fingerprint(p) for p in paths}}
-    total_docs = sum(s.num_rows for s in shards)
-    out = config.out
+    total_docs = part.documents if part else sum(s.num_rows for s in shards)
+    out = sharding.part_dir(config.out, part.index, part.count) if part else config.out
+    first_doc = part.first_doc if part else 0
     created = not os.path.exists(out)
     try:
         os.makedirs(out, exist_ok=True)
+        if part:
+            log(f"worker {part.index} of {part.count}: documents {part.first_doc:,}..{part.stop_doc - 1:,} "
+                f"(row groups {part.units[0]}..{part.units[1] - 1}) into {out}")
     except OSError as e:
         raise OutputError(f"output folder {out} cannot be created: {e}") from e
     with checkpoint.FolderLock(out):
@@ -75,6 +83,8 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
                        "totals": {"documents": total_docs, "rows": total_docs * max_len},
                        "committed": {"documents": 0, "rows": 0, "tokens": 0, "truncated": 0, "source": 0,
                                      "skipped": 0}}
+            if part:
+                journal["part"] = dict(part.to_dict(), corpus_documents=sum(s.num_rows for s in shards))
             _save(out, journal)
         committed = journal["committed"]
         # documents = written (rows of the datasets), source = Parquet documents consumed (where to go on)
@@ -93,13 +103,14 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
             writer.truncate(committed["documents"], committed["rows"])
             batches = iter_batches(shards, columns, max_len, config.batch_size, padding=config.padding,
                                    truncating=config.truncating, pad_value=config.pad_value,
-                                   start_doc=committed["source"], max_token=max_token,
+                                   start_doc=first_doc + committed["source"], max_token=max_token,
+                                   stop_doc=part.stop_doc if part else None, align=skips is None,
                                    vocab=_known(vocab, config) if vocab is not None else None, skipped=skips)
-            _Run(config, journal, writer, shards, quiet, log, skips, outputs).loop(
+            _Run(config, journal, writer, shards, quiet, log, out, first_doc, skips, outputs).loop(
                 batches, state_model, with_labels=columns.label is not None, with_ids=columns.doc_id is not None)
             writer.close()
             _pause_for_tests("finish")
-            _finish(out, config, journal, vocab, outputs)
+            _finish(out, config, journal, vocab, outputs, name=os.path.basename(out) if part else config.name)
         except Exception as e:
             if not getattr(e, "hdf5_broken", False):  # roll back to the last commit: the folder holds it exactly
                 try:
@@ -127,8 +138,44 @@ def resume(out: str, **kwargs) -> dict:
     """Continue the export in OUT with the config saved in its journal."""
     journal = checkpoint.load(out)
     if journal is None:
+        if os.path.isdir(os.path.join(out, "parts")):
+            raise ResumeError(f"{out} holds the parts of a sharded export, not one export: resume a part with "
+                              f"`stream-export resume {os.path.join(out, 'parts', 'part-…')}` (or run its worker "
+                              "again with --resume), then `stream-export merge`")
         raise ResumeError(f"{out} holds no export to resume (no {checkpoint.JOURNAL})")
+    if journal.get("part"):  # a part of a sharded export: OUT/parts/part-..., its config names OUT
+        out = os.path.dirname(os.path.dirname(os.path.abspath(out)))
     return export(ExportConfig.from_dict(journal["config"]).replace(out=out), resume=True, **kwargs)
+
+
+_MODELS = {}
+"""(model path, SHA-256, what is exported) -> (model, max_len, built state model), with cache_model=True."""
+_LOADS = [0]
+
+
+def model_loads() -> int:
+    """How many times this process loaded a model file (the Dask tests check one load per worker)."""
+    return _LOADS[0]
+
+
+def _state_model(config, cache):
+    from stream_export import model as modelmod
+
+    if cache and os.path.isfile(config.model):  # a changed file is a new key
+        key = (config.model, checkpoint.file_fingerprint(config.model, whole=True)["sha256"], config.layers,
+               config.cell_states, config.predictions, config.max_len)
+        if key in _MODELS:
+            return _MODELS[key]
+    else:
+        cache = False
+    model = modelmod.load_model(config.model)
+    _LOADS[0] += 1
+    max_len = _max_len(config, modelmod.input_length(model))
+    built = modelmod.build_state_model(model, config.layers, cell_states=config.cell_states,
+                                       predictions=config.predictions, timesteps=max_len)
+    if cache:
+        _MODELS[key] = (model, max_len, built)
+    return model, max_len, built
 
 
 def _save(out, journal):
@@ -268,9 +315,11 @@ def _report_line(e: Skipped) -> str:
 class _Run:
     """The export loop's state: counters, commits, progress and signal handling."""
 
-    def __init__(self, config, journal, writer, shards, quiet, log, skips=None, outputs=()):
+    def __init__(self, config, journal, writer, shards, quiet, log, out, first_doc=0, skips=None, outputs=()):
+        """first_doc: the global index of the first document of the part exported (0 for a whole export);
+        the journal's counters (documents, source) count from there."""
         self.config, self.journal, self.writer, self.shards = config, journal, writer, shards
-        self.out, self.quiet, self.log = config.out, quiet, log
+        self.out, self.quiet, self.log, self.first_doc = out, quiet, log, first_doc
         self.skips, self.outputs = skips, outputs
         self.stop_signal = None
 
@@ -284,14 +333,19 @@ class _Run:
         max_len = self.journal["max_len"]
         progress = _Progress(self.journal["totals"]["rows"], done["source"] * max_len, self.quiet, self.log)
         last_rows, last_time = done["rows"], time.monotonic()
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        import threading  # a Dask task runs in a worker thread, where signals cannot be handled
+
+        previous = ({s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+                    if threading.current_thread() is threading.main_thread() else {})
         try:
-            for batch, states in state_batches(batches, state_model, max_len, with_labels, with_ids):
-                consumed = int(batch.source[-1]) + 1
+            for batch, states in state_batches(batches, state_model, max_len, with_labels, with_ids,
+                                               grid=self.config.batch_size if self.skips is None else None):
+                consumed = int(batch.source[-1]) + 1 - self.first_doc
                 batch, states = self.finite(batch, states)
                 n = len(batch.tokens)
                 if n:
-                    batch = dataclasses.replace(batch, first_doc=done["documents"])  # the doc track: written order
+                    # the doc track: written order, from the part's first document
+                    batch = dataclasses.replace(batch, first_doc=self.first_doc + done["documents"])
                     try:
                         rows = self.writer.append(batch, states)
                     except DiskFull:
@@ -351,7 +405,7 @@ class _Run:
         in flight at a time, and its journal is written only once its rows are on disk."""
         self.writer.flush()
         if self.skips is not None:
-            entries = self.skips.take_before(done["source"])
+            entries = self.skips.take_before(self.first_doc + done["source"])
             if entries:
                 try:
                     with open(os.path.join(self.out, SKIPPED), "a", encoding="utf-8", newline="") as f:
@@ -360,7 +414,8 @@ class _Run:
                     raise OutputError(f"writing {SKIPPED} in {self.out} failed: {e}; the previous commit is "
                                       "intact, resume once the cause is fixed") from e
                 done["skipped"] += len(entries)
-        position = locate(self.shards, done["source"]) if done["source"] < self.journal["totals"]["documents"] else None
+        position = (locate(self.shards, self.first_doc + done["source"])
+                    if done["source"] < self.journal["totals"]["documents"] else None)
         committed = dict(done, next_shard=position[0] if position else None,
                          next_row=position[1] if position else None)
         self.settle()
@@ -398,7 +453,7 @@ class _Run:
                  "(SIGINT again aborts at once)")
 
 
-def _finish(out, config, journal, vocab, outputs):
+def _finish(out, config, journal, vocab, outputs, name):
     """Write the dicts and lstm.yml for what was written; the HDF5 files are closed already."""
     from stream_export.writer import unique_values
 
@@ -421,7 +476,7 @@ def _finish(out, config, journal, vocab, outputs):
         names = config.label_names
         classes = list(names) if names is not None and len(names) == count else [str(j) for j in range(count)]
         write_dict(os.path.join(out, FILES["classes"]), dict(enumerate(classes)))
-    write_lstm_yml(out, config.name, outputs, labels, journal["committed"]["documents"], classes)
+    write_lstm_yml(out, name, outputs, labels, journal["committed"]["documents"], classes)
     journal["complete"] = True
 
 

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stream_export import remote
 from stream_export.errors import InputError, VocabError
+from stream_export.remote import is_uri, open_input
 
 
 def pad(offsets: np.ndarray, values: np.ndarray, max_len: int, padding: str = "pre",
@@ -32,9 +34,13 @@ def pad(offsets: np.ndarray, values: np.ndarray, max_len: int, padding: str = "p
 
 
 def resolve_inputs(patterns) -> list[str]:
-    """Expand files, directories (their *.parquet files, recursively) and globs into sorted unique paths."""
+    """Expand files, directories (their *.parquet files, recursively) and globs into sorted unique paths.
+    A URI (s3://, gs://, hdfs://, file://) is expanded through its pyarrow filesystem and kept as a URI."""
     paths = set()
     for pattern in patterns:
+        if is_uri(pattern):
+            paths.update(remote.resolve(pattern))
+            continue
         if os.path.isdir(pattern):
             found = glob.glob(os.path.join(glob.escape(pattern), "**", "*.parquet"), recursive=True)
             if not found:
@@ -140,7 +146,7 @@ def open_shards(paths, columns: Columns) -> list[Shard]:
     shards, first_schema = [], None
     for path in paths:
         try:
-            meta = pq.ParquetFile(path).metadata
+            meta = pq.ParquetFile(open_input(path)).metadata
         except (OSError, pa.ArrowInvalid) as e:
             raise InputError(f"shard {path} is not a readable Parquet file ({e}); "
                              "replace or remove it and run again") from e
@@ -195,29 +201,35 @@ def _check_types(path, schema, columns: Columns):
 
 
 def iter_batches(shards: list[Shard], columns: Columns, max_len: int, batch_size: int, *,
-                 padding="pre", truncating="pre", pad_value=0, start_doc=0, max_token=None,
-                 vocab=None, skipped: SkipLog | None = None):
+                 padding="pre", truncating="pre", pad_value=0, start_doc=0, max_token=None, stop_doc=None,
+                 align=False, vocab=None, skipped: SkipLog | None = None):
     """Yield Batch objects of exactly batch_size documents (the last may be smaller), starting at global
-    document start_doc. Skips whole row groups before start_doc without reading them.
+    document start_doc and ending before stop_doc (default: the end). With align=True batches end on
+    multiples of batch_size in global numbering instead, so a start between them gives a smaller first
+    batch, and any run of documents is batched as the whole corpus is (see tfdata.state_batches: a
+    document's states are then bit-identical). Skips whole row groups before start_doc without reading
+    them, and converts nothing from stop_doc on.
 
     A bad document (null, a null or out-of-range token id, a kept token id missing from `vocab`, a bad
     label) raises InputError naming shard, row and column, unless `skipped` is given: then it is left out
-    of the batches and added there. vocab: (path, bool array, True at the ids it gives a token)."""
-    pending, pending_n = [], 0
+    of the batches and added there (not with align: batches of good documents cannot keep the global
+    grid). vocab: (path, bool array, True at the ids it gives a token)."""
+    pending, pending_n, next_doc = [], 0, start_doc
     bases = np.cumsum([0] + [s.num_rows for s in shards])
     base = {s.path: int(b) for s, b in zip(shards, bases)}
-    for shard, first_row, table in _iter_tables(shards, columns, start_doc, batch_size):
+    for shard, first_row, table in _iter_tables(shards, columns, start_doc, batch_size, stop_doc):
         chunk = _convert(shard, first_row, table, columns, max_len, padding, truncating, pad_value,
                          max_token, vocab, skipped, base[shard.path])
         if not len(chunk[0]):
             continue
         pending.append(chunk)
         pending_n += len(chunk[0])
-        while pending_n >= batch_size:
+        while pending_n >= (size := batch_size - next_doc % batch_size if align else batch_size):
             parts = [np.concatenate(p) if p[0] is not None else None for p in zip(*pending)]
-            yield _batch(p[:batch_size] if p is not None else None for p in parts)
-            rest = [p[batch_size:] if p is not None else None for p in parts]
-            pending_n -= batch_size
+            yield _batch(p[:size] if p is not None else None for p in parts)
+            next_doc += size
+            rest = [p[size:] if p is not None else None for p in parts]
+            pending_n -= size
             pending = [tuple(rest)] if pending_n else []
     if pending_n:
         yield _batch(np.concatenate(p) if p[0] is not None else None for p in zip(*pending))
@@ -228,12 +240,16 @@ def _batch(parts) -> Batch:
     return Batch(int(source[0]), tokens, lengths, labels, doc_ids, source)
 
 
-def _iter_tables(shards, columns, start_doc, batch_size):
-    """Yield (shard, row of first record in shard, RecordBatch), skipping start_doc documents."""
+def _iter_tables(shards, columns, start_doc, batch_size, stop_doc=None):
+    """Yield (shard, row of first record in shard, RecordBatch), skipping start_doc documents and
+    stopping before stop_doc."""
     import pyarrow.parquet as pq
 
     skip = start_doc
+    left = None if stop_doc is None else stop_doc - start_doc
     for shard in shards:
+        if left is not None and left <= 0:
+            return
         if skip >= shard.num_rows:
             skip -= shard.num_rows
             continue
@@ -245,7 +261,7 @@ def _iter_tables(shards, columns, start_doc, batch_size):
             row += shard.row_groups[group]
             group += 1
         try:
-            reader = pq.ParquetFile(shard.path).iter_batches(
+            reader = pq.ParquetFile(open_input(shard.path)).iter_batches(
                 batch_size=max(batch_size, 1024), row_groups=range(group, len(shard.row_groups)),
                 columns=columns.names)
             for rb in reader:
@@ -254,6 +270,11 @@ def _iter_tables(shards, columns, start_doc, batch_size):
                     continue
                 if skip:
                     rb, row, skip = rb.slice(skip), row + skip, 0
+                if left is not None:
+                    if left <= 0:
+                        return
+                    rb = rb.slice(0, left) if rb.num_rows > left else rb
+                    left -= rb.num_rows
                 yield shard, row, rb
                 row += rb.num_rows
         except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError

@@ -13,12 +13,18 @@ class _Failure:
     error: BaseException | None = None
 
 
-def state_batches(batches, state_model, max_len: int, with_labels: bool, with_ids: bool, prefetch: int = 2):
+def state_batches(batches, state_model, max_len: int, with_labels: bool, with_ids: bool, prefetch: int = 2,
+                  grid: int | None = None):
     """Yield (Batch, [one numpy array per state-model output]) for every Batch from the iterable `batches`;
     floating outputs come as float32, integer ones (a predicted class) as int32.
 
     The model runs inside the tf.data graph (a compiled function), so TensorFlow computes batch i+1 while
-    the caller writes batch i; at most `prefetch` batches of states are held in memory."""
+    the caller writes batch i; at most `prefetch` batches of states are held in memory.
+
+    With grid=B (the batch size; batches never cross a multiple of B), the model always runs on B rows,
+    each document at row first_doc % B of its batch, the rest padding: the matrix kernels then take the
+    same path for a document whether it is exported alone, in a part of a sharded export or in the
+    whole corpus, so its states are bit-identical (a smaller batch can round differently in the last bit)."""
     import tensorflow as tf
 
     from stream_export.reader import Batch
@@ -49,8 +55,15 @@ def state_batches(batches, state_model, max_len: int, with_labels: bool, with_id
     input_dtype = state_model.inputs[0].dtype
 
     def predict(d):
-        outputs = state_model(tf.cast(d["tokens"], input_dtype), training=False)
+        tokens = tf.cast(d["tokens"], input_dtype)
+        if grid:
+            n = tf.shape(tokens)[0]
+            at = tf.cast(d["first_doc"] % grid, tf.int32)
+            tokens = tf.pad(tokens, [[at, grid - at - n], [0, 0]])
+        outputs = state_model(tokens, training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        if grid:
+            outputs = [o[at:at + n] for o in outputs]
         return d, tuple(tf.cast(o, tf.float32 if o.dtype.is_floating else tf.int32) for o in outputs)
 
     ds = tf.data.Dataset.from_generator(generate, output_signature=spec)

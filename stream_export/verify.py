@@ -354,8 +354,10 @@ class _Verifier:
         elif checkpoint.file_fingerprint(config.model, whole=True)["sha256"] != fp["model"]["sha256"]:
             self.add("model-changed", config.model, "the model file differs from the one the export was made "
                      "with (SHA-256); states-mismatch findings show whether the states differ too")
+        from stream_export.remote import exists
+
         for path, old in sorted(fp["shards"].items()):
-            if not os.path.isfile(path):
+            if not exists(path):
                 self.add("input-missing", path, "an input shard of the export is gone; documents cannot be "
                          "re-read")
                 ok = False
@@ -367,7 +369,8 @@ class _Verifier:
             return
         t = j["max_len"]
         local = sorted(np.random.default_rng(seed).choice(docs, size=min(sample, docs), replace=False).tolist())
-        source = j["sample"]["documents"] if j.get("sample") else list(range(docs))
+        first = j["part"]["first_doc"] if j.get("part") else 0  # a part of a sharded export
+        source = j["sample"]["documents"] if j.get("sample") else list(range(first, first + docs))
         self.sampled = local
         columns = Columns(config.tokens_column, config.label_column, config.id_column, config.label_names)
         rows_in_input = self.input_positions(local, source)
