@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from stream_export.errors import ConfigError
 
 PADDING_CHOICES = ("pre", "post")
+DTYPE_CHOICES = ("float32", "float16")
+COMPRESSION_CHOICES = ("none", "gzip", "lzf")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,14 @@ class ExportConfig:
     sample_docs: int = 0
     """When positive, also write a project of this many sampled documents beside OUT (see sample.py)."""
     sample_seed: int = 0
+    dtype: str = "float32"
+    """Storage type of the states and cells datasets; float16 halves them (values beyond its range are an error)."""
+    compression: str = "none"
+    """HDF5 filter of every row dataset: none, gzip or lzf (all read by h5py, and so LSTMVis, without plugins)."""
+    compression_level: int | None = None
+    """gzip level 0-9 (None: h5py's default, 4)."""
+    chunk_rows: int | None = None
+    """Rows per HDF5 chunk of the states and cells datasets; None: about 1 MiB of rows."""
 
     def __post_init__(self):
         if not self.inputs:
@@ -68,6 +78,17 @@ class ExportConfig:
             raise ConfigError("--label-names needs --label-column (the column holding each document's class)")
         if self.sample_docs < 0:
             raise ConfigError(f"--sample-docs must be 0 (no sample) or more; got {self.sample_docs}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise ConfigError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}; got {self.dtype!r}")
+        if self.compression not in COMPRESSION_CHOICES:
+            raise ConfigError(f"--compression must be one of {', '.join(COMPRESSION_CHOICES)} (gzip:LEVEL for "
+                              f"a gzip level); got {self.compression!r}")
+        if self.compression_level is not None and (self.compression != "gzip"
+                                                   or not 0 <= self.compression_level <= 9):
+            raise ConfigError(f"a compression level is for gzip only, 0-9; got {self.compression}:"
+                              f"{self.compression_level}")
+        if self.chunk_rows is not None and self.chunk_rows < 1:
+            raise ConfigError(f"--chunk-rows must be at least 1; got {self.chunk_rows}")
         if self.layers is not None and not self.layers:
             raise ConfigError("--layers is empty: name at least one recurrent layer")
 

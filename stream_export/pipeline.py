@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -38,6 +39,8 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
     built = modelmod.build_state_model(model, config.layers, cell_states=config.cell_states,
                                        predictions=config.predictions, timesteps=max_len)
     state_model, layers, outputs = built.model, built.layers, built.outputs
+    if config.dtype != "float32":  # the storage type of the states and cells; the model still computes float32
+        outputs = [dataclasses.replace(o, dtype=config.dtype) if o.file == "states" else o for o in outputs]
     for note in built.notes:
         log(note)
     fingerprints = {"model": checkpoint.file_fingerprint(config.model, whole=True),
@@ -71,7 +74,9 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
         # Nothing committed means nothing to keep: (re)create the files, whatever a kill left of them.
         writer = ProjectWriter(out, outputs, max_len, labels=config.label_column is not None,
                                doc_ids=config.id_column is not None, create=committed["documents"] == 0,
-                               skip_padding=config.padding if config.skip_padding else None)
+                               skip_padding=config.padding if config.skip_padding else None,
+                               compression=None if config.compression == "none" else config.compression,
+                               compression_level=config.compression_level, chunk_rows=config.chunk_rows)
         try:
             writer.truncate(committed["documents"], committed["rows"])
             batches = iter_batches(shards, columns, max_len, config.batch_size, padding=config.padding,

@@ -37,10 +37,15 @@ class ProjectWriter:
     a killed export always leaves files that reopen; `truncate` rolls back to a committed row count."""
 
     def __init__(self, out: str, outputs: list, max_len: int, labels: bool, doc_ids: bool, create: bool,
-                 skip_padding: str | None = None):
-        """outputs: the state model's model.Output list, in its order. skip_padding: None to write every
-        timestep, or the padding side ('pre'/'post') to write only the rows of real tokens."""
+                 skip_padding: str | None = None, compression: str | None = None,
+                 compression_level: int | None = None, chunk_rows: int | None = None):
+        """outputs: the state model's model.Output list, in its order (an output's dtype is its dataset's
+        storage type: a float32 state stored as float16 is cast here). skip_padding: None to write every
+        timestep, or the padding side ('pre'/'post') to write only the rows of real tokens. compression
+        (None, 'gzip' or 'lzf') applies to every row dataset; chunk_rows to the states and cells datasets
+        (default about CHUNK_BYTES per chunk)."""
         self.out, self.max_len, self.outputs, self.skip_padding = out, max_len, outputs, skip_padding
+        filters = {"compression": compression, "compression_opts": compression_level} if compression else {}
         self.files = {}
         try:
             for key in ("states", "train", "meta"):
@@ -50,11 +55,12 @@ class ProjectWriter:
             raise
         if create:
             for o in outputs:
-                _dataset(self.files[o.file], o.path, (o.cells,) if o.cells else (), np.dtype(o.dtype))
-            _dataset(self.files["train"], "words", (), np.int32)
+                _dataset(self.files[o.file], o.path, (o.cells,) if o.cells else (), np.dtype(o.dtype),
+                         chunk_rows=chunk_rows if o.cells else None, **filters)
+            _dataset(self.files["train"], "words", (), np.int32, **filters)
             if labels:
-                _dataset(self.files["meta"], "label", (), np.int32)
-            _dataset(self.files["meta"], "doc", (), np.int64)
+                _dataset(self.files["meta"], "label", (), np.int32, **filters)
+            _dataset(self.files["meta"], "doc", (), np.int64, **filters)
             _dataset(self.files["meta"], "documents/length", (), np.int64)
             _dataset(self.files["meta"], "documents/start", (), np.int64)
             if doc_ids:
@@ -75,11 +81,23 @@ class ProjectWriter:
         """Write one batch: its words, the state model's values (n, T, ...) per output and its meta tracks.
         Returns the number of rows written."""
         n, t = batch.tokens.shape
-        for o, v in zip(self.outputs, values):
-            if v.dtype.kind == "f" and not np.isfinite(v).all():
-                doc = batch.first_doc + int(np.flatnonzero(~np.isfinite(v).reshape(n, -1).all(axis=1))[0])
+        values = list(values)
+        for i, (o, v) in enumerate(zip(self.outputs, values)):
+            if v.dtype.kind != "f":
+                continue
+            if not _all_finite(v):
+                doc = batch.first_doc + _first_bad_doc(v, n)
                 raise InputError(f"document {doc}: {o.source} produced NaN or Inf ({o.path}); nothing of it "
                                  "was written (check the model's weights and the document's tokens)")
+            stored = np.dtype(o.dtype)
+            if stored != v.dtype:
+                with np.errstate(over="ignore"):  # checked just below
+                    values[i] = v = v.astype(stored)
+                if not _all_finite(v):  # only overflow makes a finite value infinite
+                    doc = batch.first_doc + _first_bad_doc(v, n)
+                    raise InputError(f"document {doc}: {o.source} has values beyond the range of {stored} "
+                                     f"(|x| > {float(np.finfo(stored).max):g}) in {o.path}; nothing of it was "
+                                     "written: export with --dtype float32")
         if self.skip_padding:
             keep = real_tokens(batch.lengths, t, self.skip_padding).reshape(-1)
             counts = np.minimum(batch.lengths, t).astype(np.int64)
@@ -165,6 +183,17 @@ def _io_error(what, e) -> OutputError:
     return error
 
 
+def _all_finite(v: np.ndarray) -> bool:
+    """True when v holds no NaN or Inf: its sum (accumulated in float32 at least) is finite then, in one
+    pass without a temporary array; only a sum that overflows needs the element-wise check."""
+    total = v.sum(dtype=np.promote_types(v.dtype, np.float32))
+    return bool(np.isfinite(total)) or bool(np.isfinite(v).all())
+
+
+def _first_bad_doc(v: np.ndarray, n: int) -> int:
+    return int(np.flatnonzero(~np.isfinite(v).reshape(n, -1).all(axis=1))[0])
+
+
 def real_tokens(lengths: np.ndarray, max_len: int, padding: str) -> np.ndarray:
     """(n, max_len) bool: True at the positions that hold one of the document's tokens after padding or
     truncating to max_len ('pre' padding puts them at the end)."""
@@ -186,12 +215,12 @@ def _open(path, mode):
         raise OutputError(f"{path} cannot be opened for writing: {text}") from e
 
 
-def _dataset(f, name, row_shape, dtype, chunk_rows=None):
-    """A resizable dataset chunked by whole rows of about CHUNK_BYTES."""
+def _dataset(f, name, row_shape, dtype, chunk_rows=None, **filters):
+    """A resizable dataset chunked by whole rows of about CHUNK_BYTES (or chunk_rows rows)."""
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize if row_shape else 4
     rows = chunk_rows or max(1, CHUNK_BYTES // max(row_bytes, np.dtype(dtype).itemsize))
     return f.create_dataset(name, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
-                            chunks=(rows, *row_shape))
+                            chunks=(rows, *row_shape), **filters)
 
 
 def dataset_lengths(out: str) -> dict[str, int]:
