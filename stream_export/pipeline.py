@@ -84,8 +84,10 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
                                    start_doc=committed["documents"], max_token=modelmod.max_token_id(model))
             if vocab is not None:
                 batches = _check_vocab(batches, vocab, config.pad_value, shards, config)
+            loop_started, loop_cpu = time.monotonic(), time.process_time()
             _Run(config, journal, writer, shards, quiet, log).loop(
                 batches, state_model, with_labels=columns.label is not None, with_ids=columns.doc_id is not None)
+            loop_seconds, loop_cpu = time.monotonic() - loop_started, time.process_time() - loop_cpu
             writer.close()
             _pause_for_tests("finish")
             _finish(out, config, journal, vocab, outputs)
@@ -95,6 +97,8 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
                 _remove_ours(out, remove_folder=created)  # a failed fresh export leaves nothing behind
             raise
         journal["summary"] = _summary(out, journal, time.monotonic() - started)
+        journal["summary"].update(loop_seconds=round(loop_seconds, 3),  # streaming alone: no model loading
+                                  loop_cpu_seconds=round(loop_cpu, 3))  # all threads, for shared machines
         _save(out, journal)
         if config.sample_docs:  # cut from the finished files: no second model run
             from stream_export.sample import write_sample
