@@ -76,7 +76,8 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
                                doc_ids=config.id_column is not None, create=committed["documents"] == 0,
                                skip_padding=config.padding if config.skip_padding else None,
                                compression=None if config.compression == "none" else config.compression,
-                               compression_level=config.compression_level, chunk_rows=config.chunk_rows)
+                               compression_level=config.compression_level, chunk_rows=config.chunk_rows,
+                               batch_rows=None if config.skip_padding else config.batch_size * max_len)
         try:
             writer.truncate(committed["documents"], committed["rows"])
             batches = iter_batches(shards, columns, max_len, config.batch_size, padding=config.padding,

@@ -38,12 +38,15 @@ class ProjectWriter:
 
     def __init__(self, out: str, outputs: list, max_len: int, labels: bool, doc_ids: bool, create: bool,
                  skip_padding: str | None = None, compression: str | None = None,
-                 compression_level: int | None = None, chunk_rows: int | None = None):
+                 compression_level: int | None = None, chunk_rows: int | None = None,
+                 batch_rows: int | None = None):
         """outputs: the state model's model.Output list, in its order (an output's dtype is its dataset's
         storage type: a float32 state stored as float16 is cast here). skip_padding: None to write every
         timestep, or the padding side ('pre'/'post') to write only the rows of real tokens. compression
         (None, 'gzip' or 'lzf') applies to every row dataset; chunk_rows to the states and cells datasets
-        (default about CHUNK_BYTES per chunk)."""
+        (default about CHUNK_BYTES per chunk). batch_rows: the rows every batch but the last appends, when
+        they are always the same; chunks then divide a batch where a divisor near CHUNK_BYTES exists, so a
+        batch fills whole chunks, which HDF5 writes without copying them through its chunk cache."""
         self.out, self.max_len, self.outputs, self.skip_padding = out, max_len, outputs, skip_padding
         filters = {"compression": compression, "compression_opts": compression_level} if compression else {}
         self.files = {}
@@ -56,11 +59,11 @@ class ProjectWriter:
         if create:
             for o in outputs:
                 _dataset(self.files[o.file], o.path, (o.cells,) if o.cells else (), np.dtype(o.dtype),
-                         chunk_rows=chunk_rows if o.cells else None, **filters)
-            _dataset(self.files["train"], "words", (), np.int32, **filters)
+                         chunk_rows=chunk_rows if o.cells else None, batch_rows=batch_rows, **filters)
+            _dataset(self.files["train"], "words", (), np.int32, batch_rows=batch_rows, **filters)
             if labels:
-                _dataset(self.files["meta"], "label", (), np.int32, **filters)
-            _dataset(self.files["meta"], "doc", (), np.int64, **filters)
+                _dataset(self.files["meta"], "label", (), np.int32, batch_rows=batch_rows, **filters)
+            _dataset(self.files["meta"], "doc", (), np.int64, batch_rows=batch_rows, **filters)
             _dataset(self.files["meta"], "documents/length", (), np.int64)
             _dataset(self.files["meta"], "documents/start", (), np.int64)
             if doc_ids:
@@ -215,12 +218,24 @@ def _open(path, mode):
         raise OutputError(f"{path} cannot be opened for writing: {text}") from e
 
 
-def _dataset(f, name, row_shape, dtype, chunk_rows=None, **filters):
-    """A resizable dataset chunked by whole rows of about CHUNK_BYTES (or chunk_rows rows)."""
+def _dataset(f, name, row_shape, dtype, chunk_rows=None, batch_rows=None, **filters):
+    """A resizable dataset chunked by whole rows of about CHUNK_BYTES (or chunk_rows rows), aligned with
+    batches of batch_rows rows where that keeps the chunks between an eighth and all of CHUNK_BYTES."""
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize if row_shape else 4
     rows = chunk_rows or max(1, CHUNK_BYTES // max(row_bytes, np.dtype(dtype).itemsize))
+    if chunk_rows is None and batch_rows:
+        rows = _aligned(rows, batch_rows)
     return f.create_dataset(name, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
                             chunks=(rows, *row_shape), **filters)
+
+
+def _aligned(target: int, batch_rows: int) -> int:
+    """The largest divisor of batch_rows (a batch itself included) of at most target rows, if it is at
+    least target / 8; else target."""
+    for parts in range(-(-batch_rows // target), batch_rows // max(1, target // 8) + 1):
+        if batch_rows % parts == 0:
+            return batch_rows // parts
+    return target
 
 
 def dataset_lengths(out: str) -> dict[str, int]:
