@@ -1,7 +1,8 @@
 """Benchmark stream_export against the bare forward pass, the classic recipe and keract, side by side.
 
     .venv/bin/python tools/bench.py [--docs 512] [--max-len 500] [--repeat 2] [--markdown FILE] [--json FILE]
-    .venv/bin/python tools/bench.py --tiny        # seconds: the smoke test's size, keract skipped
+    .venv/bin/python tools/bench.py --tiny --no-keract     # about a minute: the smoke test's size
+    .venv/bin/python tools/bench.py --from-json FILE      # the table of an earlier run's --json again
 
 One run on one machine, on generated Parquet input (random token ids, 100-600 tokens per document, padded
 or truncated to --max-len) and two models with random weights: the classic one (Embedding(20000, 128) ->
