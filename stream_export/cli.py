@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster of "
                         "--num-workers processes)")
+    e.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                   help="storage type of states and cells (default: float32); float16 halves the files and "
+                        "stops with an error at a value beyond its range (65504)")
+    e.add_argument("--compression", default="none", metavar="none|gzip[:LEVEL]|lzf",
+                   help="HDF5 compression of the row datasets (default: none, the fastest; see BENCHMARKS.md)")
+    e.add_argument("--chunk-rows", type=int, metavar="N",
+                   help="rows per HDF5 chunk of the states and cells datasets (default: about 1 MiB of rows)")
     _common(e)
 
     r = sub.add_parser("resume", help="continue an interrupted export with its saved config")
@@ -141,6 +148,11 @@ def _config(a) -> ExportConfig:
             commit_rows = int(spec)
     except ValueError:
         raise ConfigError(f"--commit-every takes N (rows) or Ns (seconds); got {spec!r}") from None
+    compression, _, level = a.compression.strip().partition(":")
+    try:
+        level = int(level) if level else None
+    except ValueError:
+        raise ConfigError(f"--compression takes none, gzip, gzip:LEVEL (0-9) or lzf; got {a.compression!r}") from None
     split = lambda text: tuple(x.strip() for x in text.split(",")) if text is not None else None  # noqa: E731
     from stream_export.remote import is_uri
 
@@ -158,7 +170,8 @@ def _config(a) -> ExportConfig:
         truncating=a.truncating, pad_value=a.pad_value, layers=split(a.layers), batch_size=a.batch_size,
         commit_rows=commit_rows, commit_seconds=commit_seconds, cell_states=a.cell_states,
         predictions=a.predictions, skip_padding=a.skip_padding, sample_docs=a.sample_docs,
-        sample_seed=a.sample_seed, on_error=a.on_error, **_worker(a))
+        sample_seed=a.sample_seed, on_error=a.on_error, dtype=a.dtype, compression=compression,
+        compression_level=level, chunk_rows=a.chunk_rows, **_worker(a))
 
 
 def _worker(a) -> dict:

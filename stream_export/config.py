@@ -10,6 +10,8 @@ from stream_export.errors import ConfigError
 
 PADDING_CHOICES = ("pre", "post")
 ON_ERROR_CHOICES = ("stop", "skip")
+DTYPE_CHOICES = ("float32", "float16")
+COMPRESSION_CHOICES = ("none", "gzip", "lzf")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,14 @@ class ExportConfig:
     """Split the export into this many parts (see sharding.py); None exports everything into `out`."""
     worker_index: int | None = None
     """Which part this run exports (0-based), written to out/parts/part-IIIII-of-NNNNN."""
+    dtype: str = "float32"
+    """Storage type of the states and cells datasets; float16 halves them (values beyond its range are an error)."""
+    compression: str = "none"
+    """HDF5 filter of every row dataset: none, gzip or lzf (all read by h5py, and so LSTMVis, without plugins)."""
+    compression_level: int | None = None
+    """gzip level 0-9 (None: h5py's default, 4)."""
+    chunk_rows: int | None = None
+    """Rows per HDF5 chunk of the states and cells datasets; None: about 1 MiB of rows."""
 
     def __post_init__(self):
         if not self.inputs:
@@ -86,6 +96,17 @@ class ExportConfig:
             raise ConfigError(f"--sample-docs must be 0 (no sample) or more; got {self.sample_docs}")
         if self.on_error not in ON_ERROR_CHOICES:
             raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}; got {self.on_error!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise ConfigError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}; got {self.dtype!r}")
+        if self.compression not in COMPRESSION_CHOICES:
+            raise ConfigError(f"--compression must be one of {', '.join(COMPRESSION_CHOICES)} (gzip:LEVEL for "
+                              f"a gzip level); got {self.compression!r}")
+        if self.compression_level is not None and (self.compression != "gzip"
+                                                   or not 0 <= self.compression_level <= 9):
+            raise ConfigError(f"a compression level is for gzip only, 0-9; got {self.compression}:"
+                              f"{self.compression_level}")
+        if self.chunk_rows is not None and self.chunk_rows < 1:
+            raise ConfigError(f"--chunk-rows must be at least 1; got {self.chunk_rows}")
         if self.layers is not None and not self.layers:
             raise ConfigError("--layers is empty: name at least one recurrent layer")
         if self.num_workers is not None:

@@ -16,7 +16,7 @@ from stream_export.config import ExportConfig
 from stream_export.errors import ConfigError, InputError, Interrupted, OutputError, ResumeError
 from stream_export.reader import Columns, SkipLog, Skipped, iter_batches, locate, open_shards, resolve_inputs
 from stream_export.vocab import PAD_TOKEN, load_vocab, write_dict
-from stream_export.writer import FILES, DiskFull, ProjectWriter, write_lstm_yml
+from stream_export.writer import FILES, DiskFull, ProjectWriter, all_finite, write_lstm_yml
 
 SKIPPED = "skipped.tsv"
 """The report of documents left out under --on-error skip: a header, then source, shard, row, reason."""
@@ -51,6 +51,8 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
                           "its embedding's input_dim - 1)" if max_token is not None else
                           f"--pad-value {config.pad_value} is negative: give the padding token's id")
     state_model, layers, outputs = built.model, built.layers, built.outputs
+    if config.dtype != "float32":  # the storage type of the states and cells; the model still computes float32
+        outputs = [dataclasses.replace(o, dtype=config.dtype) if o.file == "states" else o for o in outputs]
     for note in built.notes:
         log(note)
     fingerprints = {"model": checkpoint.file_fingerprint(config.model, whole=True),
@@ -98,7 +100,10 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
         writer = ProjectWriter(out, outputs, max_len, labels=config.label_column is not None,
                                doc_ids=config.id_column is not None, create=committed["documents"] == 0,
                                skip_padding=config.padding if config.skip_padding else None,
-                               source=skips is not None)
+                               source=skips is not None,
+                               compression=None if config.compression == "none" else config.compression,
+                               compression_level=config.compression_level, chunk_rows=config.chunk_rows,
+                               batch_rows=None if config.skip_padding or skips is not None else config.batch_size * max_len)
         try:
             writer.truncate(committed["documents"], committed["rows"])
             batches = iter_batches(shards, columns, max_len, config.batch_size, padding=config.padding,
@@ -106,8 +111,10 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
                                    start_doc=first_doc + committed["source"], max_token=max_token,
                                    stop_doc=part.stop_doc if part else None, align=skips is None,
                                    vocab=_known(vocab, config) if vocab is not None else None, skipped=skips)
+            loop_started, loop_cpu = time.monotonic(), time.process_time()
             _Run(config, journal, writer, shards, quiet, log, out, first_doc, skips, outputs).loop(
                 batches, state_model, with_labels=columns.label is not None, with_ids=columns.doc_id is not None)
+            loop_seconds, loop_cpu = time.monotonic() - loop_started, time.process_time() - loop_cpu
             writer.close()
             _pause_for_tests("finish")
             _finish(out, config, journal, vocab, outputs, name=os.path.basename(out) if part else config.name)
@@ -124,6 +131,8 @@ def export(config: ExportConfig, *, overwrite: bool = False, resume: bool = Fals
                 _restore_previous(out, log)
             raise
         journal["summary"] = _summary(out, journal, time.monotonic() - started)
+        journal["summary"].update(loop_seconds=round(loop_seconds, 3),  # streaming alone: no model loading
+                                  loop_cpu_seconds=round(loop_cpu, 3))  # all threads, for shared machines
         _save(out, journal)
         shutil.rmtree(os.path.join(out, PREVIOUS), ignore_errors=True)  # replaced for good now
         if config.sample_docs:  # cut from the finished files: no second model run
@@ -384,12 +393,21 @@ class _Run:
         for o, v in zip(self.outputs, states):
             if v.dtype.kind != "f":
                 continue
-            here = ~np.isfinite(v.reshape(n, -1)).all(axis=1) & ~bad
+            limit = float(np.finfo(o.dtype).max)  # of the storage type: --dtype float16 overflows at 65504
+            if all_finite(v) and (np.finfo(o.dtype).bits >= np.finfo(v.dtype).bits
+                                  or max(float(v.max()), -float(v.min())) <= limit):  # no temporary arrays
+                continue
+            with np.errstate(invalid="ignore"):
+                here = ~(np.abs(v.reshape(n, -1)) <= limit).all(axis=1) & ~bad
             for d in np.flatnonzero(here):
                 path, row = locate(self.shards, int(batch.source[d]))
-                message = (f"shard {path}, row {row}: layer {o.source} produced NaN or Inf ({o.path}); nothing "
-                           "of the document was written (check the model's weights, e.g. float16 overflow, "
-                           "and the document's tokens)")
+                if np.isfinite(v[d]).all():
+                    problem = (f"has values beyond the range of {o.dtype} (|x| > {limit:g}) in {o.path}; nothing "
+                               "of the document was written: export with --dtype float32")
+                else:
+                    problem = (f"produced NaN or Inf ({o.path}); nothing of the document was written (check the "
+                               "model's weights and the document's tokens)")
+                message = f"shard {path}, row {row}: layer {o.source} {problem}"
                 if self.skips is None:
                     raise InputError(message)
                 self.skips.add(Skipped(int(batch.source[d]), path, row, message))

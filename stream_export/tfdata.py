@@ -34,8 +34,8 @@ def state_batches(batches, state_model, max_len: int, with_labels: bool, with_id
     def generate():
         try:
             for b in batches:
-                d = dataclasses.asdict(b)
-                d = {k: v for k, v in d.items() if v is not None}
+                # not dataclasses.asdict: it deep-copies every array
+                d = {f.name: getattr(b, f.name) for f in dataclasses.fields(b) if getattr(b, f.name) is not None}
                 if with_ids:
                     d["doc_ids"] = d["doc_ids"].astype(str).astype(object)
                 yield d

@@ -27,7 +27,7 @@ import shutil
 
 import numpy as np
 
-from stream_export.errors import InputError, OutputError
+from stream_export.errors import OutputError
 
 CHUNK_BYTES = 1 << 20
 FILES = {"states": "states.hdf5", "train": "train.hdf5", "meta": "meta.hdf5",
@@ -39,11 +39,19 @@ class ProjectWriter:
     a killed export always leaves files that reopen; `truncate` rolls back to a committed row count."""
 
     def __init__(self, out: str, outputs: list, max_len: int, labels: bool, doc_ids: bool, create: bool,
-                 skip_padding: str | None = None, source: bool = False):
-        """outputs: the state model's model.Output list, in its order. skip_padding: None to write every
+                 skip_padding: str | None = None, source: bool = False, compression: str | None = None,
+                 compression_level: int | None = None, chunk_rows: int | None = None,
+                 batch_rows: int | None = None):
+        """outputs: the state model's model.Output list, in its order (an output's dtype is its dataset's
+        storage type: a float32 state stored as float16 is cast here). skip_padding: None to write every
         timestep, or the padding side ('pre'/'post') to write only the rows of real tokens. source: also
-        store each document's global input index (documents/source)."""
+        store each document's global input index (documents/source). compression (None, 'gzip' or 'lzf')
+        applies to every row dataset; chunk_rows to the states and cells datasets (default about
+        CHUNK_BYTES per chunk). batch_rows: the rows every batch but the last appends, when they are always
+        the same; chunks then divide a batch where a divisor near CHUNK_BYTES exists, so a batch fills whole
+        chunks, which HDF5 writes without copying them through its chunk cache."""
         self.out, self.max_len, self.outputs, self.skip_padding = out, max_len, outputs, skip_padding
+        filters = {"compression": compression, "compression_opts": compression_level} if compression else {}
         self.files = {}
         try:
             for key in ("states", "train", "meta"):
@@ -53,11 +61,12 @@ class ProjectWriter:
             raise
         if create:
             for o in outputs:
-                _dataset(self.files[o.file], o.path, (o.cells,) if o.cells else (), np.dtype(o.dtype))
-            _dataset(self.files["train"], "words", (), np.int32)
+                _dataset(self.files[o.file], o.path, (o.cells,) if o.cells else (), np.dtype(o.dtype),
+                         chunk_rows=chunk_rows if o.cells else None, batch_rows=batch_rows, **filters)
+            _dataset(self.files["train"], "words", (), np.int32, batch_rows=batch_rows, **filters)
             if labels:
-                _dataset(self.files["meta"], "label", (), np.int32)
-            _dataset(self.files["meta"], "doc", (), np.int64)
+                _dataset(self.files["meta"], "label", (), np.int32, batch_rows=batch_rows, **filters)
+            _dataset(self.files["meta"], "doc", (), np.int64, batch_rows=batch_rows, **filters)
             _dataset(self.files["meta"], "documents/length", (), np.int64)
             _dataset(self.files["meta"], "documents/start", (), np.int64)
             if doc_ids:
@@ -82,11 +91,10 @@ class ProjectWriter:
         """Write one batch: its words, the state model's values (n, T, ...) per output and its meta tracks.
         Returns the number of rows written."""
         n, t = batch.tokens.shape
-        for o, v in zip(self.outputs, values):
-            if v.dtype.kind == "f" and not np.isfinite(v).all():
-                doc = batch.first_doc + int(np.flatnonzero(~np.isfinite(v).reshape(n, -1).all(axis=1))[0])
-                raise InputError(f"document {doc}: {o.source} produced NaN or Inf ({o.path}); nothing of it "
-                                 "was written (check the model's weights and the document's tokens)")
+        # Cast to each dataset's storage type; pipeline._Run.finite has already refused (or skipped) every
+        # document with NaN or Inf, or with values beyond that type's range.
+        values = [v.astype(o.dtype) if v.dtype.kind == "f" and v.dtype != np.dtype(o.dtype) else v
+                  for o, v in zip(self.outputs, values)]
         if self.skip_padding:
             keep = real_tokens(batch.lengths, t, self.skip_padding).reshape(-1)
             counts = np.minimum(batch.lengths, t).astype(np.int64)
@@ -184,6 +192,13 @@ def _io_error(what, e) -> OutputError:
     return error
 
 
+def all_finite(v: np.ndarray) -> bool:
+    """True when v holds no NaN or Inf: its sum (accumulated in float32 at least) is finite then, in one
+    pass without a temporary array; only a sum that overflows needs the element-wise check."""
+    total = v.sum(dtype=np.promote_types(v.dtype, np.float32))
+    return bool(np.isfinite(total)) or bool(np.isfinite(v).all())
+
+
 def real_tokens(lengths: np.ndarray, max_len: int, padding: str) -> np.ndarray:
     """(n, max_len) bool: True at the positions that hold one of the document's tokens after padding or
     truncating to max_len ('pre' padding puts them at the end)."""
@@ -205,12 +220,24 @@ def _open(path, mode):
         raise OutputError(f"{path} cannot be opened for writing: {text}") from e
 
 
-def _dataset(f, name, row_shape, dtype, chunk_rows=None):
-    """A resizable dataset chunked by whole rows of about CHUNK_BYTES."""
+def _dataset(f, name, row_shape, dtype, chunk_rows=None, batch_rows=None, **filters):
+    """A resizable dataset chunked by whole rows of about CHUNK_BYTES (or chunk_rows rows), aligned with
+    batches of batch_rows rows where that keeps the chunks between an eighth and all of CHUNK_BYTES."""
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize if row_shape else 4
     rows = chunk_rows or max(1, CHUNK_BYTES // max(row_bytes, np.dtype(dtype).itemsize))
+    if chunk_rows is None and batch_rows:
+        rows = _aligned(rows, batch_rows)
     return f.create_dataset(name, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
-                            chunks=(rows, *row_shape))
+                            chunks=(rows, *row_shape), **filters)
+
+
+def _aligned(target: int, batch_rows: int) -> int:
+    """The largest divisor of batch_rows (a batch itself included) of at most target rows, if it is at
+    least target / 8; else target."""
+    for parts in range(-(-batch_rows // target), batch_rows // max(1, target // 8) + 1):
+        if batch_rows % parts == 0:
+            return batch_rows // parts
+    return target
 
 
 def dataset_lengths(out: str) -> dict[str, int]:

@@ -43,3 +43,22 @@ def test_skip_padding_rows_and_truncate_to_a_commit(tmp_path):
     with h5py.File(tmp_path / "meta.hdf5") as f:
         assert f["documents/start"].shape == (1,) and f["predictions/class"].shape == (2,)
         assert f["doc"].shape == (2,)
+
+
+def test_chunks_align_with_whole_batches(tmp_path):
+    """The default chunk is the largest divisor of a batch's rows within 1/8..1 of about 1 MiB of rows,
+    else ~1 MiB; checked against a brute-force search over every divisor."""
+    from stream_export.writer import _aligned
+
+    def brute(target, rows):
+        fits = [d for d in range(1, rows + 1) if rows % d == 0 and target // 8 <= d <= target]
+        return max(fits) if fits else target
+
+    for target in (1, 7, 1000, 1024, 16384, 262144):
+        for rows in (1, 24, 500, 23757, 64000, 128 * 250, 7919):
+            assert _aligned(target, rows) == brute(target, rows), (target, rows)
+    outputs = [Output("states", "states1", 16, "float32", "state", 1, "lstm")]
+    w = ProjectWriter(str(tmp_path), outputs, 500, labels=True, doc_ids=False, create=True, batch_rows=64000)
+    chunks = {ds.name: ds.chunks for ds in w.row_sets}
+    w.close()
+    assert chunks == {"/states1": (16000, 16), "/words": (64000,), "/label": (64000,), "/doc": (64000,)}
