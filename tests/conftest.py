@@ -1,6 +1,7 @@
 """Shared fixtures: tiny real Keras models saved as .keras files, and Parquet corpora written with pyarrow."""
 
 import os
+import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -131,3 +132,16 @@ def corpus(tmp_path):
     write_shard(d / "a.parquet", docs[:6], labels[:6], ids[:6], row_group_size=4)
     write_shard(d / "b.parquet", [], [], [])
     return {"dir": str(d), "docs": docs, "labels": np.array(labels), "ids": ids}
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A real 8 MiB tmpfs (ENOSPC when full; remountable larger or read-only); skipped where mounting is not
+    allowed (it needs root)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
