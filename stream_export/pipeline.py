@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -250,15 +251,14 @@ def _clear(out, journal, overwrite):
 
 
 def _restore_previous(out, log):
-    """Put back the export that --overwrite moved aside; True when there was one."""
+    """Put back the export that --overwrite moved aside, if there is one."""
     keep = os.path.join(out, PREVIOUS)
     if not os.path.isdir(keep):
-        return False
+        return
     for name in os.listdir(keep):
         os.replace(os.path.join(keep, name), os.path.join(out, name.removesuffix(".off")))
     os.rmdir(keep)
     log(f"the export that --overwrite was replacing is back in {out}, unchanged")
-    return True
 
 
 def _remove_ours(out, remove_folder):
@@ -342,8 +342,7 @@ class _Run:
         max_len = self.journal["max_len"]
         progress = _Progress(self.journal["totals"]["rows"], done["source"] * max_len, self.quiet, self.log)
         last_rows, last_time = done["rows"], time.monotonic()
-        import threading  # a Dask task runs in a worker thread, where signals cannot be handled
-
+        # a Dask task runs in a worker thread, where signals cannot be handled
         previous = ({s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
                     if threading.current_thread() is threading.main_thread() else {})
         try:
